@@ -1,0 +1,96 @@
+"""The parts of a Conv→Norm→Act→Pool unit, each a registry of short names.
+
+Every builder takes the channel count first and PyTorch's own argument names
+after it; `call_with_accepted` hands each builder only the arguments it knows,
+so one `norm_args` section serves BatchNorm, GroupNorm and InstanceNorm alike.
+A builder returns None for `none`: that part is left out of the unit.
+"""
+from __future__ import annotations
+
+from torch import nn
+
+from .registry import ConfigError, Registry
+
+POOLS: Registry = Registry("pool")
+NORMS: Registry = Registry("norm")
+ACTS: Registry = Registry("act")
+
+
+@POOLS.register("max", "max pooling (nn.MaxPool2d)")
+def max_pool(channels: int, kernel_size: int = 2, stride: int = 2, padding: int = 0) -> nn.Module:
+    return nn.MaxPool2d(kernel_size, stride, padding)
+
+
+@POOLS.register("avg", "average pooling (nn.AvgPool2d)")
+def avg_pool(channels: int, kernel_size: int = 2, stride: int = 2, padding: int = 0) -> nn.Module:
+    return nn.AvgPool2d(kernel_size, stride, padding)
+
+
+@POOLS.register("conv", "learned downsampling: a strided conv with kernel_size/stride of the pool")
+def conv_pool(channels: int, kernel_size: int = 2, stride: int = 2, padding: int = 0) -> nn.Module:
+    return nn.Conv2d(channels, channels, kernel_size, stride, padding)
+
+
+@POOLS.register("none", "no downsampling in the stage")
+def no_pool(channels: int, **_: object) -> None:
+    return None
+
+
+@NORMS.register("batch", "BatchNorm2d: per-channel batch statistics, running mean/var")
+def batch_norm(channels: int, momentum: float = 0.1, eps: float = 1e-5, affine: bool = True,
+               track_running_stats: bool = True) -> nn.Module:
+    return nn.BatchNorm2d(channels, eps=eps, momentum=momentum, affine=affine,
+                          track_running_stats=track_running_stats)
+
+
+@NORMS.register("group", "GroupNorm with norm_args.num_groups groups")
+def group_norm(channels: int, num_groups: int = 8, eps: float = 1e-5, affine: bool = True) -> nn.Module:
+    if channels % num_groups:
+        raise ConfigError("norm_args.num_groups",
+                          f"{num_groups} groups do not divide {channels} channels; "
+                          "pick a divisor of every stage width")
+    return nn.GroupNorm(num_groups, channels, eps=eps, affine=affine)
+
+
+@NORMS.register("instance", "InstanceNorm2d: per-sample, per-channel statistics")
+def instance_norm(channels: int, momentum: float = 0.1, eps: float = 1e-5, affine: bool = True,
+                  track_running_stats: bool = False) -> nn.Module:
+    return nn.InstanceNorm2d(channels, eps=eps, momentum=momentum, affine=affine,
+                             track_running_stats=track_running_stats)
+
+
+@NORMS.register("layer", "LayerNorm over (C, H, W), as GroupNorm with one group")
+def layer_norm(channels: int, eps: float = 1e-5, affine: bool = True) -> nn.Module:
+    return nn.GroupNorm(1, channels, eps=eps, affine=affine)
+
+
+@NORMS.register("none", "no normalisation")
+def no_norm(channels: int, **_: object) -> None:
+    return None
+
+
+@ACTS.register("relu", "ReLU (act_args.inplace overwrites its input)")
+def relu(channels: int, inplace: bool = False) -> nn.Module:
+    return nn.ReLU(inplace=inplace)
+
+
+@ACTS.register("leaky_relu", "LeakyReLU with act_args.negative_slope")
+def leaky_relu(channels: int, negative_slope: float = 0.01, inplace: bool = False) -> nn.Module:
+    return nn.LeakyReLU(negative_slope, inplace=inplace)
+
+
+@ACTS.register("gelu", "GELU (act_args.approximate: none | tanh)")
+def gelu(channels: int, approximate: str = "none") -> nn.Module:
+    if approximate not in ("none", "tanh"):
+        raise ConfigError("act_args.approximate", f"unknown {approximate!r}; choose one of: none, tanh")
+    return nn.GELU(approximate=approximate)
+
+
+@ACTS.register("silu", "SiLU / swish")
+def silu(channels: int, inplace: bool = False) -> nn.Module:
+    return nn.SiLU(inplace=inplace)
+
+
+@ACTS.register("none", "identity (no non-linearity)")
+def no_act(channels: int, **_: object) -> None:
+    return None

@@ -1,0 +1,233 @@
+"""`build_model`: a Conv→Norm→Act→Pool stack and a head from plain Python values.
+
+Read like torchvision's `make_layers`: a list of stage widths becomes stages of
+`convs_per_stage` conv units, the last unit of each stage holding the pool at the
+place `order` gives it. Validation happens here, before any data is loaded.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any, Sequence
+
+from torch import Tensor, nn
+
+from .layers import ACTS, NORMS, POOLS
+from .registry import ConfigError, Registry, call_with_accepted
+
+PARTS = ("conv", "norm", "act", "pool")
+HEADS: Registry = Registry("head")
+
+
+class ConvUnit(nn.Sequential):
+    """One conv with its norm, activation and (optionally) pool, in a given order.
+
+    Children are named after their part (`conv`, `norm`, `act`, `pool`), so a
+    printed model and per-layer tables read as the config does.
+    """
+
+    def __init__(self, parts: "OrderedDict[str, nn.Module]", out_channels: int):
+        super().__init__(parts)
+        self.out_channels = out_channels
+
+
+class Encoder(nn.Sequential):
+    """Stages of conv units; `stage_channels[i]` is the width after stage i."""
+
+    def __init__(self, stages: Sequence[nn.Module], stage_channels: Sequence[int]):
+        super().__init__(*stages)
+        self.stage_channels = list(stage_channels)
+        self.out_channels = self.stage_channels[-1]
+
+    def features(self, x: Tensor) -> list[Tensor]:
+        """The output of every stage, shallow to deep (for decoders with skips)."""
+        feats = []
+        for stage in self:
+            x = stage(x)
+            feats.append(x)
+        return feats
+
+
+class Classifier(nn.Module):
+    def __init__(self, encoder: Encoder, head: nn.Module):
+        super().__init__()
+        self.encoder = encoder
+        self.head = head
+        self.out_channels = head.out_channels
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.encoder(x)
+        x = self.head(x)
+        return x
+
+
+class LinearHead(nn.Sequential):
+    def __init__(self, in_channels: int, num_classes: int, dropout: float = 0.0):
+        super().__init__(OrderedDict(
+            gap=nn.AdaptiveAvgPool2d(1),
+            flatten=nn.Flatten(),
+            dropout=nn.Dropout(dropout) if dropout > 0 else nn.Identity(),
+            fc=nn.Linear(in_channels, num_classes),
+        ))
+        self.out_channels = num_classes
+
+
+@HEADS.register("linear", "global average pool → optional dropout → linear")
+def linear_head(in_channels: int, num_classes: int, dropout: float = 0.0) -> nn.Module:
+    if not 0.0 <= dropout < 1.0:
+        raise ConfigError("dropout", f"{dropout} is not a probability in [0, 1)")
+    return LinearHead(in_channels, num_classes, dropout)
+
+
+def _conv_out(size: int, kernel_size: int, stride: int, padding: int, dilation: int = 1) -> int:
+    return (size + 2 * padding - dilation * (kernel_size - 1) - 1) // stride + 1
+
+
+def check_order(order: Sequence[str]) -> list[str]:
+    order = [str(o) for o in order]
+    if sorted(order) != sorted(PARTS):
+        raise ConfigError("order", f"{order} must be a permutation of {list(PARTS)}, each part once "
+                                   "(for example [conv,norm,act,pool] or [conv,pool,norm,act])")
+    return order
+
+
+def _conv_args(conv_args: dict[str, Any] | None) -> dict[str, Any]:
+    args = {"kernel_size": 3, "stride": 1, "padding": "auto", "dilation": 1, "groups": 1, "bias": "auto"}
+    unknown = set(conv_args or {}) - set(args)
+    if unknown:
+        raise ConfigError(f"conv_args.{sorted(unknown)[0]}",
+                          f"not a conv argument; choose from: {', '.join(sorted(args))}")
+    args.update(conv_args or {})
+    if args["padding"] == "auto":  # keeps H and W at stride 1
+        args["padding"] = args["dilation"] * (args["kernel_size"] - 1) // 2
+    for key in ("kernel_size", "stride", "dilation", "groups"):
+        if not isinstance(args[key], int) or args[key] < 1:
+            raise ConfigError(f"conv_args.{key}", f"{args[key]!r} must be a positive integer")
+    if args["bias"] not in ("auto", True, False):
+        raise ConfigError("conv_args.bias", f"{args['bias']!r}; choose one of: auto, true, false")
+    return args
+
+
+def build_unit(in_channels: int, out_channels: int, order: Sequence[str], *, with_pool: bool,
+               conv_args: dict[str, Any], norm: str, norm_args: dict[str, Any], act: str,
+               act_args: dict[str, Any], pool: str, pool_args: dict[str, Any]) -> ConvUnit:
+    """One unit. Parts before the conv see `in_channels`, parts after it `out_channels`."""
+    steps = [p for p in order if with_pool or p != "pool"]
+    # The conv's bias is redundant when a norm comes right after it (a pool in
+    # between commutes with a per-channel constant), as in mmcv's ConvModule.
+    after_conv = [p for p in steps[steps.index("conv") + 1:] if p != "pool"]
+    norm_follows = norm != "none" and after_conv[:1] == ["norm"]
+    bias = (not norm_follows) if conv_args["bias"] == "auto" else bool(conv_args["bias"])
+    groups = conv_args["groups"]
+    if in_channels % groups or out_channels % groups:
+        raise ConfigError("conv_args.groups", f"{groups} groups do not divide the conv's "
+                                              f"{in_channels} input and {out_channels} output channels")
+    parts: OrderedDict[str, nn.Module] = OrderedDict()
+    channels = in_channels
+    for part in steps:
+        if part == "conv":
+            module = nn.Conv2d(in_channels, out_channels, conv_args["kernel_size"], conv_args["stride"],
+                               conv_args["padding"], conv_args["dilation"], groups, bias=bias)
+            channels = out_channels
+        elif part == "norm":
+            module = call_with_accepted(NORMS.get(norm, "norm"), norm_args, channels)
+        elif part == "act":
+            module = call_with_accepted(ACTS.get(act, "act"), act_args, channels)
+        else:
+            module = call_with_accepted(POOLS.get(pool, "pool"), pool_args, channels)
+        if module is not None:
+            parts[part] = module
+    return ConvUnit(parts, out_channels)
+
+
+def _check_size(input_size: int, widths: Sequence[int], convs_per_stage: int, conv: dict[str, Any],
+                pool: str, pool_args: dict[str, Any], stem: int) -> None:
+    """Fail early, with the stage named, when the feature map would shrink to nothing."""
+    k, s, p = pool_args.get("kernel_size", 2), pool_args.get("stride", 2), pool_args.get("padding", 0)
+    if pool != "none" and p * 2 > k:
+        raise ConfigError("pool_args.padding", f"{p} is more than half the pool kernel_size {k}")
+    size = input_size
+    if stem:
+        size = _conv_out(size, conv["kernel_size"], conv["stride"], conv["padding"], conv["dilation"])
+    for stage in range(len(widths)):
+        for _ in range(convs_per_stage):
+            size = _conv_out(size, conv["kernel_size"], conv["stride"], conv["padding"], conv["dilation"])
+        if pool != "none" and size >= 1:
+            size = _conv_out(size, k, s, p)
+        if size < 1:
+            raise ConfigError(
+                "widths", f"{len(widths)} stages are too many for a {input_size}x{input_size} input: "
+                          f"the feature map is gone after stage {stage + 1}. Use fewer stages, "
+                          "pool=none, or a larger input")
+
+
+def build_encoder(*, widths: Sequence[int] = (32, 64, 128, 256), convs_per_stage: int = 1,
+                  order: Sequence[str] = ("conv", "norm", "act", "pool"), stem_width: int = 0,
+                  conv_args: dict[str, Any] | None = None, norm: str = "batch",
+                  norm_args: dict[str, Any] | None = None, act: str = "relu",
+                  act_args: dict[str, Any] | None = None, pool: str = "max",
+                  pool_args: dict[str, Any] | None = None, in_channels: int = 3,
+                  input_size: int = 32) -> Encoder:
+    """Stages of conv units. An optional stem (a unit without pool, `stem_width`
+    channels) runs before the first stage, as in most fast CIFAR-10 nets."""
+    order = check_order(order)
+    widths = list(widths)
+    if not widths or not all(isinstance(w, int) and w > 0 for w in widths):
+        raise ConfigError("widths", f"{widths} must be a non-empty list of positive channel counts")
+    if not isinstance(convs_per_stage, int) or convs_per_stage < 1:
+        raise ConfigError("convs_per_stage", f"{convs_per_stage!r} must be an integer >= 1")
+    if not isinstance(stem_width, int) or stem_width < 0:
+        raise ConfigError("stem_width", f"{stem_width!r} must be 0 (no stem) or a channel count")
+    for registry, name, key in ((NORMS, norm, "norm"), (ACTS, act, "act"), (POOLS, pool, "pool")):
+        registry.get(name, key)  # a wrong name fails here, before the sizes are checked
+    conv = _conv_args(conv_args)
+    unit = dict(conv_args=conv, norm=norm, norm_args=dict(norm_args or {}), act=act,
+                act_args=dict(act_args or {}), pool=pool, pool_args=dict(pool_args or {}))
+    _check_size(input_size, widths, convs_per_stage, conv, pool, unit["pool_args"], stem_width)
+
+    stages: list[nn.Module] = []
+    channels = in_channels
+    if stem_width:
+        stages.append(nn.Sequential(build_unit(channels, stem_width, order, with_pool=False, **unit)))
+        channels = stem_width
+    for width in widths:
+        units = [build_unit(channels if i == 0 else width, width, order,
+                            with_pool=(i == convs_per_stage - 1), **unit)
+                 for i in range(convs_per_stage)]
+        stages.append(nn.Sequential(*units))
+        channels = width
+    stage_channels = ([stem_width] if stem_width else []) + widths
+    return Encoder(stages, stage_channels)
+
+
+def build_head(name: str, in_channels: int, num_classes: int, **head_args: Any) -> nn.Module:
+    """A registered head; errors name keys relative to the head's section (`name`, `dropout`)."""
+    return call_with_accepted(HEADS.get(name, "name"), head_args, in_channels, num_classes)
+
+
+def build_model(*, head: str = "linear", num_classes: int = 10, dropout: float = 0.0,
+                **encoder_args: Any) -> Classifier:
+    """A classifier: `build_encoder(**encoder_args)` followed by a registered head.
+
+    Plain Python values only, so it works without Hydra:
+
+    >>> model = build_model(widths=[16, 32], pool="avg", norm="none")
+    """
+    encoder = build_encoder(**encoder_args)
+    model = Classifier(encoder, build_head(head, encoder.out_channels, num_classes, dropout=dropout))
+    return init_weights(model)
+
+
+def init_weights(model: nn.Module) -> nn.Module:
+    """torchvision's VGG/ResNet init: He-normal convs, unit norms, small linear weights."""
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm, nn.InstanceNorm2d)) and m.affine:
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0, 0.01)
+            nn.init.zeros_(m.bias)
+    return model

@@ -1,0 +1,1 @@
+"""sampler's command line: Typer outside, the real `hydra.main` inside (DESIGN §2)."""

@@ -1,0 +1,123 @@
+"""`sampler`: train, inspect, ls, bench, data. Each command calls into `sampler.experiments`."""
+from __future__ import annotations
+
+import sys
+from typing import List, Optional
+
+import typer
+
+from .errors import INTERRUPTED, USER_ERROR, report
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
+                  help="Convolutional-block ablations in PyTorch, configured with Hydra.")
+
+HYDRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+@app.command(context_settings=HYDRA_ARGS)
+def train(ctx: typer.Context) -> None:
+    """Train one config, or a sweep with -m. Takes Hydra overrides and flags.
+
+    [bold]Examples[/bold]
+
+      sampler train model.pool=avg trainer.epochs=5
+      sampler train -m model.pool=max,avg seed=0,1,2
+      sampler train -m hydra/launcher=joblib model.act=relu,gelu
+      sampler train experiment=pool_max_vs_avg
+      sampler train --cfg job          (print the composed config)
+      sampler train --hydra-help       (Hydra's own flags)
+    """
+    from sampler.experiments.errors import ConfigError
+    from sampler.experiments.sweep import last_sweep
+
+    from .task import train as hydra_train
+
+    # Hydra reads its overrides and flags from sys.argv (it refuses injected
+    # argv: hydra issues 215, 1578, 2459), so rebuild it from Typer's extras.
+    sys.argv = ["sampler", *ctx.args]
+    last_sweep.clear()
+    try:
+        hydra_train()
+    except KeyboardInterrupt:
+        typer.echo("interrupted: the run directory records status 'interrupted'", err=True)
+        raise typer.Exit(INTERRUPTED)
+    except ConfigError as e:  # raised while composing, before any job started
+        report(e)
+        raise typer.Exit(USER_ERROR)
+    if last_sweep.get("failed"):
+        raise typer.Exit(1)
+
+
+@app.command(context_settings=HYDRA_ARGS)
+def inspect(ctx: typer.Context) -> None:
+    """Build the model from the same overrides as `train` and print per-layer shapes,
+    parameters and FLOPs, without touching any data.
+
+      sampler inspect model.widths=[16,32] model.pool=avg
+    """
+    from sampler.experiments.summary import print_model_summary
+
+    _user_errors(print_model_summary, ctx.args)
+
+
+@app.command("ls")
+def list_choices() -> None:
+    """List every registry (pool, norm, act, head, optimizer, schedule, dataset) and the presets."""
+    from sampler.experiments.summary import print_registries
+
+    print_registries()
+
+
+@app.command()
+def bench(
+    epochs: int = typer.Option(2, help="epochs for both pipelines"),
+    subset: Optional[int] = typer.Option(None, help="training images (class-balanced); default all"),
+    data_root: Optional[str] = typer.Option(None, "--data-root", help="like data.root; default $SAMPLER_DATA or data/"),
+    widths: List[int] = typer.Option([32, 64, 128, 256], help="stage widths of the benchmarked stack"),
+    seed: int = typer.Option(0),
+    skip_tutorial: bool = typer.Option(False, help="only time sampler's pipeline"),
+) -> None:
+    """Time sampler's in-memory pipeline against the tutorial one (ImageFolder + PIL
+    transforms + DataLoader, fp32) on the same stack, epochs and seed, and print both."""
+    from sampler.experiments.bench import run_bench
+
+    _user_errors(run_bench, epochs=epochs, subset=subset, data_root=data_root, widths=widths,
+                 seed=seed, skip_tutorial=skip_tutorial)
+
+
+@app.command(context_settings=HYDRA_ARGS)
+def data(ctx: typer.Context) -> None:
+    """Find the data set the overrides point at, decode it into the cache once, and
+    print where it came from and how big each split is.
+
+      sampler data data.root=../shared/datasets
+    """
+    from sampler.experiments.summary import print_data_summary
+
+    _user_errors(print_data_summary, ctx.args)
+
+
+def _user_errors(fn, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    from omegaconf.errors import OmegaConfBaseException
+    from hydra.errors import HydraException
+
+    from sampler.experiments.errors import ConfigError
+
+    try:
+        fn(*args, **kwargs)
+    except ConfigError as e:
+        report(e)
+        raise typer.Exit(USER_ERROR)
+    except (HydraException, OmegaConfBaseException) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(USER_ERROR)
+    except KeyboardInterrupt:
+        raise typer.Exit(INTERRUPTED)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""What a run leaves behind (DESIGN §4, §5): TensorBoard events and `metrics.json`.
+
+`metrics.json` is rewritten atomically after every epoch with `status: running`,
+so readers always see a complete file, and a final time with the end status:
+completed, failed, interrupted or diverged.
+"""
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping
+
+from .atomic import write_json
+from .env import git_state, versions
+
+STATUSES = ("running", "completed", "failed", "interrupted", "diverged")
+# Keys that describe where things are, not what was run: kept out of the HParams table.
+NOT_HPARAMS = ("data.root", "data.cache_dir", "trainer.progress", "data.download")
+HPARAM_METRICS = ("val/acc_best", "test/acc", "test/loss", "train/images_per_s", "time/total_s")
+
+
+def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in cfg.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def hparam_value(v: Any) -> Any:
+    """TensorBoard takes bool, number or string: lists become `[a,b]`, None `none`."""
+    if v is None:
+        return "none"
+    if isinstance(v, (bool, int, float, str)):
+        return v
+    if isinstance(v, (list, tuple)):
+        return "[" + ",".join(str(x) for x in v) + "]"
+    return str(v)
+
+
+class RunRecord:
+    def __init__(self, run_dir: Path, config: dict[str, Any], overrides: list[str],
+                 hparam_domains: Mapping[str, list[Any]] | None = None, tensorboard: bool = True):
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.start = time.perf_counter()
+        self.metrics: dict[str, Any] = {
+            "status": "running", "seed": config.get("seed"), "overrides": list(overrides),
+            "task": config.get("task", {}).get("name"), "config": config,
+            "started_at": datetime.now(timezone.utc).isoformat(), "versions": versions(),
+            "git": git_state(), "history": [], "error": None,
+        }
+        self.writer = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(log_dir=str(self.run_dir))
+            self._write_hparams(config, hparam_domains or {})
+        self.save()
+
+    def _write_hparams(self, config: dict[str, Any], domains: Mapping[str, list[Any]]) -> None:
+        # Into this job's own writer: add_hparams would make a stray sub-run
+        # (pytorch issue 32651). Metric values are the scalars logged under the
+        # same tags at the end of the run.
+        from torch.utils.tensorboard.summary import hparams
+
+        hp = {k: hparam_value(v) for k, v in flatten(config).items()
+              if k not in NOT_HPARAMS and not k.startswith("hydra.")}
+        discrete = {k: [hparam_value(x) for x in d] for k, d in domains.items() if k in hp}
+        for key, domain in discrete.items():
+            if hp[key] not in domain:  # never let a domain hide the value this run used
+                domain.append(hp[key])
+        exp, ssi, sei = hparams(hp, {m: 0.0 for m in HPARAM_METRICS}, hparam_domain_discrete=discrete)
+        for summary in (exp, ssi, sei):
+            self.writer.file_writer.add_summary(summary)
+
+    def update(self, values: Mapping[str, Any]) -> None:
+        self.metrics.update(values)
+
+    def scalars(self, values: Mapping[str, float], step: int) -> None:
+        if self.writer is not None:
+            for tag, value in values.items():
+                self.writer.add_scalar(tag, value, step)
+
+    def epoch(self, row: dict[str, Any]) -> None:
+        """One epoch's figures: into the history, TensorBoard and the metrics file."""
+        self.metrics["history"].append(row)
+        self.scalars({k: v for k, v in row.items() if k != "epoch"}, row["epoch"])
+        self.save()
+
+    def save(self) -> None:
+        self.metrics["time/total_s"] = round(time.perf_counter() - self.start, 3)
+        write_json(self.run_dir / "metrics.json", self.metrics)
+
+    def finish(self, status: str, error: str | None = None) -> dict[str, Any]:
+        assert status in STATUSES
+        self.metrics["time/total_s"] = round(time.perf_counter() - self.start, 3)
+        self.metrics.update(status=status, error=error,
+                            finished_at=datetime.now(timezone.utc).isoformat())
+        if self.writer is not None:
+            final_step = len(self.metrics["history"])
+            self.scalars({m: self.metrics[m] for m in HPARAM_METRICS if isinstance(self.metrics.get(m), (int, float))},
+                         final_step)
+            self.writer.close()
+        self.save()
+        return self.metrics

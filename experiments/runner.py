@@ -1,0 +1,166 @@
+"""One training run, wired from a plain config dict. Reads as a table of contents:
+build and check the model, load the data, train, evaluate, record."""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from sampler.blocks import (ACTS, HEADS, NORMS, POOLS, Classifier, build_encoder, build_head,
+                            init_weights)
+from sampler.blocks.registry import call_with_accepted
+
+from .atomic import save_torch
+from .data import DATASETS, DataSpec, Dataset, TensorLoader
+from .env import (peak_memory_mb, resolve_device, resolve_precision, seconds_since_process_start,
+                  seed_everything, setup_threads)
+from .errors import ConfigError, Diverged
+from .loop import autocast, evaluate, train_epoch
+from .optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_scheduler
+from .progress import EpochProgress
+from .record import RunRecord
+
+log = logging.getLogger("sampler")
+
+# Discrete domains for the HParams table, so it sorts and filters by choice.
+HPARAM_DOMAINS = {
+    "model.pool": POOLS.names(), "model.norm": NORMS.names(), "model.act": ACTS.names(),
+    "head.name": HEADS.names(), "optim.name": OPTIMIZERS.names(), "sched.name": SCHEDULES.names(),
+    "data.name": DATASETS.names(), "trainer.precision": ["auto", "bf16", "fp32"],
+    "trainer.device": ["auto", "cpu", "cuda", "mps"],
+}
+
+
+def make_model(cfg: dict[str, Any]) -> tuple[nn.Module, DataSpec]:
+    """The model from the config, validated before any data is read."""
+    spec = DATASETS.get(cfg["data"]["name"], "data.name").spec(**cfg["data"])
+    try:
+        encoder = build_encoder(**cfg["model"], in_channels=spec.in_channels, input_size=spec.input_size)
+    except ConfigError as e:
+        raise e.with_prefix("model") from None
+    head_cfg = dict(cfg["head"])
+    try:
+        head = build_head(head_cfg.pop("name"), encoder.out_channels, spec.num_classes, **head_cfg)
+    except ConfigError as e:
+        raise e.with_prefix("head") from None
+    return init_weights(Classifier(encoder, head)), spec
+
+
+def example_input(spec: DataSpec, batch: int = 1) -> torch.Tensor:
+    return torch.zeros(batch, spec.in_channels, spec.input_size, spec.input_size)
+
+
+def count_cost(model: nn.Module, spec: DataSpec) -> tuple[int, int]:
+    """Parameters and forward FLOPs for one image (torch.utils.flop_counter)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(example_input(spec))
+    model.train(was_training)
+    return sum(p.numel() for p in model.parameters()), counter.get_total_flops()
+
+
+def _check_trainer(t: dict[str, Any]) -> None:
+    for key in ("epochs", "batch_size", "eval_batch_size"):
+        if not isinstance(t[key], int) or isinstance(t[key], bool) or t[key] < 1:
+            raise ConfigError(f"trainer.{key}", f"{t[key]!r} must be a positive integer")
+    if not 0.0 <= t["label_smoothing"] < 1.0:
+        raise ConfigError("trainer.label_smoothing", f"{t['label_smoothing']} must be in [0, 1)")
+
+
+def _loaders(data: Dataset, cfg: dict[str, Any], device: torch.device,
+             generator: torch.Generator) -> tuple[TensorLoader, TensorLoader | None, TensorLoader]:
+    t, aug = cfg["trainer"], cfg["data"]["augment"]
+    common = dict(mean=data.mean, std=data.std, device=device, channels_last=t["channels_last"])
+    train = TensorLoader(data.train, t["batch_size"], shuffle=True, drop_last=len(data.train) > t["batch_size"],
+                         crop_padding=aug["crop_padding"], flip=aug["flip"], generator=generator, **common)
+    val = TensorLoader(data.val, t["eval_batch_size"], **common) if data.val is not None else None
+    test = TensorLoader(data.test, t["eval_batch_size"], **common)
+    return train, val, test
+
+
+def train(cfg: dict[str, Any], run_dir: Path, overrides: list[str], parallel_jobs: int = 1) -> dict[str, Any]:
+    """Train and evaluate one configuration; everything lands in `run_dir`."""
+    record = RunRecord(run_dir, cfg, overrides, HPARAM_DOMAINS)
+    try:
+        _train(cfg, record, parallel_jobs)
+    except KeyboardInterrupt:
+        record.finish("interrupted", "interrupted by the user (Ctrl-C)")
+        raise
+    except Diverged as e:
+        record.finish("diverged", str(e))
+        raise
+    except BaseException as e:
+        record.finish("failed", f"{type(e).__name__}: {e}")
+        raise
+    return record.finish("completed")
+
+
+def _train(cfg: dict[str, Any], record: RunRecord, parallel_jobs: int) -> None:
+    t = cfg["trainer"]
+    _check_trainer(t)
+    generator = seed_everything(cfg["seed"])
+    device = resolve_device(t["device"])
+    precision = resolve_precision(t["precision"], device)
+    threads = setup_threads(t["threads"], parallel_jobs)
+    model, spec = make_model(cfg)
+    params, flops = count_cost(model, spec)
+    record.update({"model/params": params, "model/flops": flops, "device": str(device),
+                   "precision": precision, "threads": threads})
+    log.info("model: %s params, %.1f MFLOPs per image; %s, %s, %d threads",
+             f"{params:,}", flops / 1e6, device, precision, threads)
+
+    data = call_with_accepted(DATASETS.get(cfg["data"]["name"]).load, cfg["data"])
+    log.info("data: %s, %d train / %d val / %d test images from %s", data.name, len(data.train),
+             len(data.val) if data.val is not None else 0, len(data.test), data.source)
+    memory_format = torch.channels_last if t["channels_last"] else torch.contiguous_format
+    model = model.to(device, memory_format=memory_format)
+    train_batches, val_batches, test_batches = _loaders(data, cfg, device, generator)
+    optimizer = build_optimizer(model, **cfg["optim"])
+    scheduler = build_scheduler(optimizer, t["epochs"] * len(train_batches), len(train_batches), **cfg["sched"])
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=t["label_smoothing"])
+    amp = autocast(device, precision)
+    step_model = torch.compile(model) if t["compile"] else model
+
+    record.update({"time/startup_s": seconds_since_process_start()})
+    best_val, train_seconds, train_images = 0.0, 0.0, 0
+    for epoch in range(1, t["epochs"] + 1):
+        start = time.perf_counter()
+        lr = optimizer.param_groups[0]["lr"]
+        with EpochProgress(t["progress"], epoch, t["epochs"], len(train_batches) * t["batch_size"]) as bar:
+            tr = train_epoch(step_model, train_batches, optimizer, scheduler, loss_fn, amp, bar.hook)
+        row = {"epoch": epoch, "train/loss": tr["loss"], "train/acc": tr["acc"], "lr": lr,
+               "throughput/images_per_s": tr["images"] / tr["seconds"]}
+        if val_batches is not None:
+            va = evaluate(step_model, val_batches, loss_fn, amp, t["tta"])
+            best_val = max(best_val, va["acc"])
+            row.update({"val/loss": va["loss"], "val/acc": va["acc"]})
+        row["time/epoch_s"] = time.perf_counter() - start
+        train_seconds += tr["seconds"]
+        train_images += tr["images"]
+        record.epoch(row)
+        if t["checkpoint"]:
+            save_torch(record.run_dir / "checkpoint.pt", {"epoch": epoch, "model": model.state_dict(),
+                                                          "optimizer": optimizer.state_dict(), "config": cfg})
+        log.info("epoch %d/%d  train loss %.3f acc %.2f%%%s  %.0f img/s  %.1fs", epoch, t["epochs"],
+                 tr["loss"], 100 * tr["acc"],
+                 f"  val loss {row['val/loss']:.3f} acc {100 * row['val/acc']:.2f}%" if val_batches else "",
+                 row["throughput/images_per_s"], row["time/epoch_s"])
+
+    te = evaluate(step_model, test_batches, loss_fn, amp, t["tta"])
+    epoch_times = [r["time/epoch_s"] for r in record.metrics["history"]]
+    final = {"test/acc": te["acc"], "test/loss": te["loss"], "train/loss": tr["loss"], "train/acc": tr["acc"],
+             "train/images_per_s": train_images / train_seconds, "time/train_s": train_seconds,
+             "time/epoch_max_over_first": max(epoch_times) / epoch_times[0],
+             "memory/peak_mb": peak_memory_mb(device)}
+    if val_batches is not None:
+        final.update({"val/acc": row["val/acc"], "val/loss": row["val/loss"], "val/acc_best": best_val})
+    record.update(final)
+    log.info("test acc %.2f%%  (loss %.3f)  %.0f img/s  in %s", 100 * te["acc"], te["loss"],
+             final["train/images_per_s"], record.run_dir)

@@ -1,0 +1,102 @@
+"""Terminal views that need no training: the model table, the registries, the data."""
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any, Sequence
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from sampler.blocks import REGISTRIES
+from sampler.blocks.registry import call_with_accepted
+
+from .data import DATASETS, default_cache_dir
+from .optim import OPTIMIZERS, SCHEDULES
+from .runner import example_input, make_model
+
+
+def compose(overrides: Sequence[str]) -> dict[str, Any]:
+    """The config `sampler train` would run with these overrides, as plain values."""
+    from hydra import compose as hydra_compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    with initialize_config_module("sampler.configs", version_base="1.3"):
+        cfg = hydra_compose("train", overrides=list(overrides))
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+def layer_table(model: torch.nn.Module, x: torch.Tensor) -> list[dict[str, Any]]:
+    """Per leaf module: output shape, own parameters, forward FLOPs for `x`."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    rows: list[dict[str, Any]] = []
+    hooks = []
+    for name, module in model.named_modules():
+        if not list(module.children()):
+            def record(mod: torch.nn.Module, args: Any, out: Any, name: str = name) -> None:
+                shape = tuple(out.shape) if isinstance(out, torch.Tensor) else tuple(out[0].shape)
+                rows.append({"name": name, "type": type(mod).__name__, "shape": shape,
+                             "params": sum(p.numel() for p in mod.parameters())})
+            hooks.append(module.register_forward_hook(record))
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(x)
+    for h in hooks:
+        h.remove()
+    flops = counter.get_flop_counts()
+    prefix = type(model).__name__ + "."
+    for row in rows:
+        row["flops"] = sum(flops.get(prefix + row["name"], {}).values())
+    return rows
+
+
+def print_model_summary(overrides: Sequence[str]) -> None:
+    cfg = compose(overrides)
+    model, spec = make_model(cfg)
+    rows = layer_table(model, example_input(spec))
+    table = Table(title=f"{cfg['data']['name']} input 1x{spec.in_channels}x{spec.input_size}x{spec.input_size}")
+    for col in ("layer", "type", "output shape", "params", "MFLOPs"):
+        table.add_column(col, justify="right" if col in ("params", "MFLOPs") else "left")
+    for r in rows:
+        table.add_row(r["name"], r["type"], "x".join(map(str, r["shape"])), f"{r['params']:,}",
+                      f"{r['flops'] / 1e6:.2f}" if r["flops"] else "")
+    total_params = sum(p.numel() for p in model.parameters())
+    total_flops = sum(r["flops"] for r in rows)
+    table.add_section()
+    table.add_row("total", "", "", f"{total_params:,}", f"{total_flops / 1e6:.2f}")
+    Console().print(table)
+
+
+def experiment_presets() -> list[str]:
+    folder = resources.files("sampler.configs") / "experiment"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def print_registries() -> None:
+    registries = {**{f"model.{k}" if k != "head" else "head.name": r for k, r in REGISTRIES.items()},
+                  "optim.name": OPTIMIZERS, "sched.name": SCHEDULES, "data.name": DATASETS}
+    table = Table(title="choices (override with KEY=NAME)")
+    for col in ("key", "name", "what it is"):
+        table.add_column(col)
+    for key, registry in registries.items():
+        for i, name in enumerate(registry.names()):
+            table.add_row(key if i == 0 else "", name, registry.describe(name))
+        table.add_section()
+    for i, name in enumerate(experiment_presets()):
+        table.add_row("experiment" if i == 0 else "", name, "configs/experiment preset")
+    Console().print(table)
+
+
+def print_data_summary(overrides: Sequence[str]) -> None:
+    cfg = compose(overrides)
+    data = call_with_accepted(DATASETS.get(cfg["data"]["name"], "data.name").load, cfg["data"])
+    console = Console()
+    console.print(f"{data.name} from {data.source}")
+    console.print(f"  cache: {cfg['data'].get('cache_dir') or default_cache_dir()}")
+    for split in ("train", "val", "test"):
+        s = getattr(data, split)
+        if s is not None:
+            console.print(f"  {split:5s} {len(s):6d} images  {tuple(s.images.shape[1:])}  "
+                          f"{len(s.labels.unique())} classes")
+    console.print(f"  mean {tuple(round(m, 4) for m in data.mean)}  std {tuple(round(s, 4) for s in data.std)}")
