@@ -1,0 +1,124 @@
+"""`sampler bench`: sampler's in-memory pipeline against the standard tutorial one.
+
+Both train the same stack from the same initial weights, with the same optimizer,
+schedule, batch size, epochs and augmentation (random crop with 4 px padding,
+horizontal flip); only the data path and the memory format differ:
+
+- tutorial: torchvision ImageFolder over the JPEG tree, per-image PIL
+  transforms (RandomCrop, RandomHorizontalFlip, ToTensor, Normalize), a
+  DataLoader with worker processes, fp32, NCHW;
+- sampler: the decoded uint8 tensors in memory, whole-batch crop/flip, fp32,
+  channels_last.
+
+Throughput counts every training step including its data loading; evaluation
+is outside the timed part and identical for both (sampler's tensor evaluator).
+"""
+from __future__ import annotations
+
+import copy
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import torch
+from rich.console import Console
+from rich.table import Table
+from torch import nn
+
+from sampler.blocks import build_model
+
+from .data import CIFAR10_CLASSES, TensorLoader, balanced_indices, load_cifar10
+from .env import seed_everything, setup_threads
+from .errors import ConfigError
+from .loop import autocast, evaluate, train_epoch
+from .optim import build_optimizer, build_scheduler
+
+BATCH_SIZE = 64        # images per step, both pipelines
+LR = 0.05              # peak lr of the one-cycle schedule
+TUTORIAL_WORKERS = 2   # DataLoader worker processes, as in the PyTorch CIFAR-10 tutorial
+
+
+def tutorial_batches(folder: Path, indices: Sequence[int], mean: Sequence[float], std: Sequence[float],
+                     seed: int) -> Iterable[Any]:
+    from torch.utils.data import DataLoader, Subset
+    from torchvision import datasets, transforms
+
+    transform = transforms.Compose([
+        transforms.RandomCrop(32, padding=4, padding_mode="reflect"),
+        transforms.RandomHorizontalFlip(),
+        transforms.ToTensor(),
+        transforms.Normalize(mean, std),
+    ])
+    dataset = datasets.ImageFolder(str(folder), transform=transform)
+    if tuple(dataset.classes) != CIFAR10_CLASSES:
+        raise ConfigError("--data-root", f"{folder} does not hold the CIFAR-10 class folders")
+    return DataLoader(Subset(dataset, list(indices)), batch_size=BATCH_SIZE, shuffle=True, drop_last=True,
+                      num_workers=TUTORIAL_WORKERS, persistent_workers=True,
+                      generator=torch.Generator().manual_seed(seed))
+
+
+def _train(name: str, model: nn.Module, batches: Iterable[Any], steps_per_epoch: int, epochs: int,
+           evaluate_on: TensorLoader, console: Console) -> dict[str, float]:
+    optimizer = build_optimizer(model, "sgd", lr=LR)
+    scheduler = build_scheduler(optimizer, epochs * steps_per_epoch, steps_per_epoch, "onecycle")
+    loss_fn, amp = nn.CrossEntropyLoss(), autocast(torch.device("cpu"), "fp32")
+    images, seconds, epoch_s = 0, 0.0, []
+    for epoch in range(epochs):
+        r = train_epoch(model, batches, optimizer, scheduler, loss_fn, amp)
+        images, seconds = images + r["images"], seconds + r["seconds"]
+        epoch_s.append(r["seconds"])
+        console.print(f"  {name}: epoch {epoch + 1}/{epochs} {r['images'] / r['seconds']:.0f} img/s "
+                      f"loss {r['loss']:.3f}")
+    test = evaluate(model, evaluate_on, loss_fn, amp)
+    return {"images_per_s": images / seconds, "test/acc": test["acc"], "seconds": seconds,
+            "epoch_max_over_first": max(epoch_s) / epoch_s[0]}
+
+
+def run_bench(epochs: int, subset: int | None, data_root: str | None, widths: Sequence[int], seed: int,
+              skip_tutorial: bool = False) -> dict[str, dict[str, float]]:
+    root = Path(data_root or os.environ.get("SAMPLER_DATA") or "data").expanduser()
+    console = Console()
+    threads = setup_threads(None)
+    data = load_cifar10(str(root), subset=None, val_size=0)
+    train_idx = torch.arange(len(data.train))
+    if subset is not None:
+        train_idx, _ = balanced_indices(data.train.labels, subset // 10, torch.Generator().manual_seed(seed))
+    seed_everything(seed)
+    initial = build_model(widths=list(widths))
+    device = torch.device("cpu")
+    test = TensorLoader(data.test, 500, data.mean, data.std, device, channels_last=True)
+    console.print(f"bench: widths {list(widths)}, {len(train_idx)} training images, {epochs} epochs, "
+                  f"batch {BATCH_SIZE}, {threads} threads, fp32, seed {seed}")
+    results: dict[str, dict[str, float]] = {}
+
+    seed_everything(seed)
+    ours = TensorLoader(data.train.take(train_idx), BATCH_SIZE, data.mean, data.std, device, shuffle=True,
+                        crop_padding=4, flip=True, drop_last=True, channels_last=True,
+                        generator=torch.Generator().manual_seed(seed))
+    model = copy.deepcopy(initial).to(memory_format=torch.channels_last)
+    results["sampler"] = _train("sampler", model, ours, len(ours), epochs, test, console)
+
+    if not skip_tutorial:
+        folder = root / "cifar10" / "train"
+        if not folder.is_dir():
+            raise ConfigError("--data-root", f"the tutorial pipeline needs the JPEG tree {folder}; point "
+                              "--data-root at a folder holding cifar10/train/<class>/")
+        seed_everything(seed)
+        batches = tutorial_batches(folder, train_idx.tolist(), data.mean, data.std, seed)
+        test_nchw = TensorLoader(data.test, 500, data.mean, data.std, device)
+        results["tutorial"] = _train("tutorial", copy.deepcopy(initial), batches, len(batches), epochs,
+                                     test_nchw, console)
+    _print(results, console)
+    return results
+
+
+def _print(results: dict[str, dict[str, float]], console: Console) -> None:
+    table = Table(title="training throughput (data loading included)")
+    for col in ("pipeline", "images/s", "train time (s)", "test acc", "slowest/first epoch", "speedup"):
+        table.add_column(col, justify="left" if col == "pipeline" else "right")
+    base = results.get("tutorial", {}).get("images_per_s")
+    for name, r in results.items():
+        table.add_row(name, f"{r['images_per_s']:.0f}", f"{r['seconds']:.1f}", f"{100 * r['test/acc']:.2f}%",
+                      f"{r['epoch_max_over_first']:.2f}", f"{r['images_per_s'] / base:.2f}x" if base else "")
+    console.print(table)
