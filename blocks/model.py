@@ -7,8 +7,10 @@ place `order` gives it. Validation happens here, before any data is loaded.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .layers import ACTS, NORMS, POOLS
@@ -31,12 +33,18 @@ class ConvUnit(nn.Sequential):
 
 
 class Encoder(nn.Sequential):
-    """Stages of conv units; `stage_channels[i]` is the width after stage i."""
+    """Stages of conv units; `stage_channels[i]` is the width after stage i.
 
-    def __init__(self, stages: Sequence[nn.Module], stage_channels: Sequence[int]):
+    `unit_args` are the keyword arguments its units were built with (order,
+    conv/norm/act/pool choices), so a decoder can build matching units.
+    """
+
+    def __init__(self, stages: Sequence[nn.Module], stage_channels: Sequence[int],
+                 unit_args: dict[str, Any] | None = None):
         super().__init__(*stages)
         self.stage_channels = list(stage_channels)
         self.out_channels = self.stage_channels[-1]
+        self.unit_args = dict(unit_args or {})
 
     def features(self, x: Tensor) -> list[Tensor]:
         """The output of every stage, shallow to deep (for decoders with skips)."""
@@ -45,6 +53,32 @@ class Encoder(nn.Sequential):
             x = stage(x)
             feats.append(x)
         return feats
+
+    def features_with_indices(self, x: Tensor) -> tuple[list[Tensor], list[PoolIndices | None]]:
+        """`features(x)`, and for every stage its max-pool's indices (None without one),
+        which `nn.MaxUnpool2d` needs to put values back where they came from (SegNet)."""
+        feats: list[Tensor] = []
+        pools: list[PoolIndices | None] = []
+        for stage in self:
+            pool = None
+            for part in (m for m in stage.modules() if not list(m.children())):
+                if isinstance(part, nn.MaxPool2d):
+                    size = x.shape[-2:]
+                    x, indices = F.max_pool2d(x, part.kernel_size, part.stride, part.padding, part.dilation,
+                                              part.ceil_mode, return_indices=True)
+                    pool = PoolIndices(indices, size)
+                else:
+                    x = part(x)
+            feats.append(x)
+            pools.append(pool)
+        return feats, pools
+
+
+class PoolIndices(NamedTuple):
+    """Where each max came from, and the size of the map it was taken over."""
+
+    indices: Tensor
+    input_size: torch.Size
 
 
 class Classifier(nn.Module):
@@ -139,13 +173,15 @@ def build_unit(in_channels: int, out_channels: int, order: Sequence[str], *, wit
     return ConvUnit(parts, out_channels)
 
 
-def _check_size(input_size: int, widths: Sequence[int], convs_per_stage: int, conv: dict[str, Any],
-                pool: str, pool_args: dict[str, Any], stem: int) -> None:
-    """Fail early, with the stage named, when the feature map would shrink to nothing."""
+def _check_size(input_size: int | Sequence[int], widths: Sequence[int], convs_per_stage: int,
+                conv: dict[str, Any], pool: str, pool_args: dict[str, Any], stem: int) -> None:
+    """Fail early, with the stage named, when the feature map would shrink to nothing.
+    `input_size` is one side of a square or (height, width); the shorter side decides."""
     k, s, p = pool_args.get("kernel_size", 2), pool_args.get("stride", 2), pool_args.get("padding", 0)
     if pool != "none" and p * 2 > k:
         raise ConfigError("pool_args.padding", f"{p} is more than half the pool kernel_size {k}")
-    size = input_size
+    height, width = (input_size, input_size) if isinstance(input_size, int) else input_size
+    size = min(height, width)
     if stem:
         size = _conv_out(size, conv["kernel_size"], conv["stride"], conv["padding"], conv["dilation"])
     for stage in range(len(widths)):
@@ -155,7 +191,7 @@ def _check_size(input_size: int, widths: Sequence[int], convs_per_stage: int, co
             size = _conv_out(size, k, s, p)
         if size < 1:
             raise ConfigError(
-                "widths", f"{len(widths)} stages are too many for a {input_size}x{input_size} input: "
+                "widths", f"{len(widths)} stages are too many for a {height}x{width} input: "
                           f"the feature map is gone after stage {stage + 1}. Use fewer stages, "
                           "pool=none, or a larger input")
 
@@ -166,7 +202,7 @@ def build_encoder(*, widths: Sequence[int] = (32, 64, 128, 256), convs_per_stage
                   norm_args: dict[str, Any] | None = None, act: str = "relu",
                   act_args: dict[str, Any] | None = None, pool: str = "max",
                   pool_args: dict[str, Any] | None = None, in_channels: int = 3,
-                  input_size: int = 32) -> Encoder:
+                  input_size: int | Sequence[int] = 32) -> Encoder:
     """Stages of conv units. An optional stem (a unit without pool, `stem_width`
     channels) runs before the first stage, as in most fast CIFAR-10 nets."""
     order = check_order(order)
@@ -196,7 +232,7 @@ def build_encoder(*, widths: Sequence[int] = (32, 64, 128, 256), convs_per_stage
         stages.append(nn.Sequential(*units))
         channels = width
     stage_channels = ([stem_width] if stem_width else []) + widths
-    return Encoder(stages, stage_channels)
+    return Encoder(stages, stage_channels, dict(order=order, **unit))
 
 
 def build_head(name: str, in_channels: int, num_classes: int, **head_args: Any) -> nn.Module:
@@ -230,4 +266,7 @@ def init_weights(model: nn.Module) -> nn.Module:
         elif isinstance(m, nn.Linear):
             nn.init.normal_(m.weight, 0, 0.01)
             nn.init.zeros_(m.bias)
+    for m in model.modules():  # after the generic pass: upsamplers that start smooth (blocks.heads)
+        if callable(getattr(m, "init_smooth", None)):
+            m.init_smooth()
     return model

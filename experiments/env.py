@@ -72,17 +72,17 @@ def setup_threads(threads: int | None, parallel_jobs: int = 1) -> int:
 
 
 def versions() -> dict[str, str]:
-    import hydra
-    import torchvision
-
+    """Package versions from their metadata (importing torchvision costs seconds)."""
     from importlib.metadata import PackageNotFoundError, version
-    try:
-        sampler_version = version("sampler")
-    except PackageNotFoundError:
-        sampler_version = "unknown"
-    return {"python": platform.python_version(), "torch": torch.__version__,
-            "torchvision": torchvision.__version__, "hydra": hydra.__version__,
-            "sampler": sampler_version, "cuda": torch.version.cuda or "none"}
+
+    def of(package: str) -> str:
+        try:
+            return version(package)
+        except PackageNotFoundError:
+            return "unknown"
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": of("torchvision"),
+            "hydra": of("hydra-core"), "sampler": of("sampler"), "cuda": torch.version.cuda or "none"}
 
 
 def git_state(path: Path | None = None) -> dict[str, Any]:

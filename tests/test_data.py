@@ -1,0 +1,166 @@
+"""Data: the readers, the cache, the splits and the batch augmentation."""
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torchvision.io import encode_jpeg
+
+from sampler.experiments.data import (CIFAR10_CLASSES, Split, TensorLoader, balanced_indices,
+                                      load_cifar10, load_cifar10_tensors, split_train)
+from sampler.experiments.errors import ConfigError
+
+
+def write_pickles(root: Path, n_train: int = 100, n_test: int = 20, seed: int = 0) -> Path:
+    """A small fake of the official cifar-10-batches-py folder."""
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for i, name in enumerate([f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]):
+        n = n_test if name == "test_batch" else n_train // 5
+        batch = {"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                 "labels": [int(x) for x in np.arange(n) % 10]}
+        with open(folder / name, "wb") as f:
+            pickle.dump(batch, f)
+    return folder
+
+
+def write_jpeg_tree(root: Path, per_class: int = 2) -> Path:
+    folder = root / "cifar10"
+    for split in ("train", "test"):
+        for c in CIFAR10_CLASSES:
+            (folder / split / c).mkdir(parents=True)
+            for i in range(per_class):
+                img = torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8)
+                (folder / split / c / f"{i:04d}.jpg").write_bytes(bytes(encode_jpeg(img).numpy()))
+    return folder
+
+
+def test_pickles_are_read_and_cached_outside_the_source(tmp_path: Path) -> None:
+    write_pickles(tmp_path / "data")
+    cache = tmp_path / "cache"
+    t = load_cifar10_tensors(tmp_path / "data", cache_dir=cache)
+    assert t["train_x"].shape == (100, 3, 32, 32) and t["train_x"].dtype == torch.uint8
+    assert t["test_y"].tolist() == [i % 10 for i in range(20)]
+    assert len(list(cache.glob("cifar10-pickle-*.pt"))) == 1
+    assert not list((tmp_path / "data").rglob("*.pt"))
+    # the cached copy is what a second load returns
+    again = load_cifar10_tensors(tmp_path / "data", cache_dir=cache)
+    assert torch.equal(again["train_x"], t["train_x"])
+
+
+def test_a_changed_source_is_read_again(tmp_path: Path) -> None:
+    write_pickles(tmp_path / "data", seed=0)
+    cache = tmp_path / "cache"
+    first = load_cifar10_tensors(tmp_path / "data", cache_dir=cache)
+    for f in (tmp_path / "data" / "cifar-10-batches-py").iterdir():
+        f.unlink()
+    (tmp_path / "data" / "cifar-10-batches-py").rmdir()
+    write_pickles(tmp_path / "data", seed=1)
+    second = load_cifar10_tensors(tmp_path / "data", cache_dir=cache)
+    assert not torch.equal(first["train_x"], second["train_x"])
+
+
+def test_image_folder_tree_is_read_with_official_label_order(tmp_path: Path) -> None:
+    write_jpeg_tree(tmp_path)
+    t = load_cifar10_tensors(tmp_path, cache_dir=tmp_path / "cache")
+    assert t["train_x"].shape == (20, 3, 32, 32)
+    assert t["train_y"].tolist() == [c for c in range(10) for _ in range(2)]
+
+
+def test_a_corrupt_image_names_the_file(tmp_path: Path) -> None:
+    folder = write_jpeg_tree(tmp_path)
+    bad = folder / "train" / "cat" / "0001.jpg"
+    bad.write_bytes(b"\xff\xd8not really a jpeg")
+    with pytest.raises(ConfigError) as err:
+        load_cifar10_tensors(tmp_path, cache_dir=tmp_path / "cache")
+    assert err.value.key == "data.root" and str(bad) in err.value.message
+
+
+def test_missing_data_says_how_to_fix_it(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_cifar10_tensors(tmp_path / "nowhere", cache_dir=tmp_path / "cache")
+    assert err.value.key == "data.root"
+    assert "data.download=true" in err.value.message and "data.root=" in err.value.message
+
+
+def test_val_split_and_subset_are_balanced_disjoint_and_seeded(tmp_path: Path) -> None:
+    labels = torch.arange(1000) % 10
+    train = Split(torch.arange(1000).view(-1, 1, 1, 1).expand(-1, 1, 2, 2).to(torch.int64), labels)
+    tr, val = split_train(train, val_size=100, subset=200, num_classes=10, split_seed=0)
+    tr2, val2 = split_train(train, val_size=100, subset=200, num_classes=10, split_seed=0)
+    ids, val_ids = set(tr.images[:, 0, 0, 0].tolist()), set(val.images[:, 0, 0, 0].tolist())
+    assert len(ids) == 200 and len(val_ids) == 100 and not ids & val_ids
+    assert torch.bincount(tr.labels).tolist() == [20] * 10 and torch.bincount(val.labels).tolist() == [10] * 10
+    assert torch.equal(tr.images, tr2.images) and torch.equal(val.images, val2.images)
+    other, _ = split_train(train, val_size=100, subset=200, num_classes=10, split_seed=1)
+    assert not torch.equal(other.images, tr.images)
+
+
+@pytest.mark.parametrize("kwargs,key", [(dict(val_size=15, subset=None), "data.val_size"),
+                                        (dict(val_size=100, subset=5), "data.subset"),
+                                        (dict(val_size=100, subset=10_000), "data.subset")])
+def test_bad_split_sizes_name_the_key(kwargs: dict, key: str) -> None:
+    train = Split(torch.zeros(1000, 1, 2, 2, dtype=torch.uint8), torch.arange(1000) % 10)
+    with pytest.raises(ConfigError) as err:
+        split_train(train, num_classes=10, split_seed=0, **kwargs)
+    assert err.value.key == key
+
+
+def test_balanced_indices_take_per_class() -> None:
+    labels = torch.tensor([0] * 50 + [1] * 30)
+    chosen, rest = balanced_indices(labels, 10, torch.Generator().manual_seed(0))
+    assert torch.bincount(labels[chosen]).tolist() == [10, 10] and len(rest) == 60
+
+
+def loader(images: torch.Tensor, **kwargs) -> TensorLoader:
+    split = Split(images, torch.zeros(len(images), dtype=torch.int64))
+    return TensorLoader(split, len(images), (0.0,) * images.shape[1], (1 / 255,) * images.shape[1],
+                        torch.device("cpu"), generator=torch.Generator().manual_seed(0), **kwargs)
+
+
+def test_loader_without_augmentation_only_normalises() -> None:
+    images = torch.randint(0, 256, (8, 3, 6, 6), dtype=torch.uint8)
+    (x, _), = list(loader(images))
+    assert torch.equal(x, images.float())  # mean 0, std 1/255 on the 0-1 scale: identity
+
+
+def test_random_crop_is_a_window_of_the_reflect_padded_image() -> None:
+    images = torch.randint(0, 256, (16, 3, 6, 6), dtype=torch.uint8)
+    (x, _), = list(loader(images, crop_padding=2))
+    padded = torch.nn.functional.pad(images.float(), (2, 2, 2, 2), mode="reflect")
+    for i in range(16):
+        windows = [padded[i, :, dy:dy + 6, dx:dx + 6] for dy in range(5) for dx in range(5)]
+        assert any(torch.equal(x[i], w) for w in windows)
+    assert not torch.equal(x, images.float())  # 16 images all at offset (2, 2) is vanishingly unlikely
+
+
+def test_flip_mirrors_some_images_and_is_seeded() -> None:
+    images = torch.randint(0, 256, (64, 1, 4, 4), dtype=torch.uint8)
+    (x, _), = list(loader(images, flip=True))
+    flipped = [torch.equal(x[i], images[i].float().flip(2)) for i in range(64)]
+    same = [torch.equal(x[i], images[i].float()) for i in range(64)]
+    assert all(f or s for f, s in zip(flipped, same)) and 10 < sum(flipped) < 54
+    (x2, _), = list(loader(images, flip=True))
+    assert torch.equal(x, x2)
+
+
+def test_shuffled_batches_cover_the_set_once_per_epoch() -> None:
+    images = torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1)
+    batches = loader(images, shuffle=True)
+    batches.batch_size = 3
+    seen = torch.cat([x.flatten() for x, _ in batches])
+    assert sorted(seen.tolist()) == list(range(10)) and len(batches) == 4
+    batches.drop_last = True
+    assert len(batches) == 3 and sum(len(x) for x, _ in batches) == 9
+
+
+def test_load_cifar10_computes_normalisation_from_train(tmp_path: Path) -> None:
+    write_pickles(tmp_path, n_train=200)
+    data = load_cifar10(str(tmp_path), val_size=20, cache_dir=str(tmp_path / "cache"))
+    assert len(data.train) == 180 and len(data.val) == 20 and len(data.test) == 20
+    expected = data.train.images.float().div(255).mean(dim=(0, 2, 3))
+    assert data.mean == pytest.approx(expected.tolist(), abs=1e-5)

@@ -1,0 +1,66 @@
+"""Optimizers and schedules: the lr each step is what the config says."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from sampler.experiments.errors import ConfigError
+from sampler.experiments.optim import SCHEDULES, build_optimizer, build_scheduler
+
+
+def lrs(name: str, total: int = 100, per_epoch: int = 10, **kwargs) -> list[float]:
+    opt = build_optimizer(nn.Linear(2, 2), "sgd", lr=1.0)
+    sched = build_scheduler(opt, total, per_epoch, name, **kwargs)
+    out = []
+    for _ in range(total):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return out
+
+
+def test_warmup_is_linear_then_the_shape_starts_at_the_peak() -> None:
+    lr = lrs("cosine", warmup_epochs=1)
+    assert lr[:10] == pytest.approx([(i + 1) / 10 for i in range(10)])
+    assert lr[10] == pytest.approx(1.0)
+    assert lr[-1] < 0.01
+
+
+def test_onecycle_rises_then_falls_to_the_final_ratio() -> None:
+    lr = lrs("onecycle", pct_start=0.25, initial_lr_ratio=0.1, final_lr_ratio=0.0)
+    peak = max(range(100), key=lr.__getitem__)
+    assert lr[0] == pytest.approx(0.1) and peak == 25 and lr[25] == pytest.approx(1.0)
+    assert lr[99] == pytest.approx(1 / 75, rel=1e-6)
+
+
+def test_step_multiplies_at_milestones_and_constant_stays() -> None:
+    lr = lrs("step", milestones=[0.5, 0.75], gamma=0.1)
+    assert lr[49] == 1.0 and lr[50] == pytest.approx(0.1) and lr[75] == pytest.approx(0.01)
+    assert set(lrs("constant")) == {1.0}
+
+
+def test_weight_decay_skips_norms_and_biases() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    opt = build_optimizer(model, "sgd", lr=0.1, weight_decay=0.01)
+    decayed = {id(p) for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    assert decayed == {id(model[0].weight)}
+    assert isinstance(build_optimizer(model, "adamw", lr=0.1), torch.optim.AdamW)
+
+
+@pytest.mark.parametrize("call,key", [
+    (lambda: build_optimizer(nn.Linear(2, 2), "adam", lr=0.1), "optim.name"),
+    (lambda: build_optimizer(nn.Linear(2, 2), "sgd", lr=-1), "optim.lr"),
+    (lambda: build_optimizer(nn.Linear(2, 2), "sgd", lr=0.1, momentum=0.0, nesterov=True), "optim.nesterov"),
+    (lambda: lrs("linear"), "sched.name"),
+])
+def test_bad_optim_values_name_the_key(call, key: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        call()
+    assert err.value.key == key
+
+
+def test_every_schedule_stays_within_the_peak() -> None:
+    for name in SCHEDULES.names():
+        lr = lrs(name, warmup_epochs=1)
+        assert max(lr) <= 1.0 + 1e-9 and min(lr) >= 0.0, name
