@@ -1,7 +1,8 @@
-"""`sampler`: train, inspect, ls, bench, data. Each command calls into `sampler.experiments`."""
+"""`sampler`: train, compare, inspect, ls, bench, data. Each command calls into `sampler.experiments`."""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import List, Optional
 
 import typer
@@ -28,6 +29,7 @@ def train(ctx: typer.Context) -> None:
       sampler train --hydra-help       (Hydra's own flags)
     """
     from sampler.experiments.errors import ConfigError
+    from sampler.experiments.overrides import check_override_keys
     from sampler.experiments.sweep import last_sweep
 
     from .task import train as hydra_train
@@ -37,11 +39,12 @@ def train(ctx: typer.Context) -> None:
     sys.argv = ["sampler", *ctx.args]
     last_sweep.clear()
     try:
+        check_override_keys(ctx.args)
         hydra_train()
     except KeyboardInterrupt:
         typer.echo("interrupted: the run directory records status 'interrupted'", err=True)
         raise typer.Exit(INTERRUPTED)
-    except ConfigError as e:  # raised while composing, before any job started
+    except ConfigError as e:  # raised before any job started
         report(e)
         raise typer.Exit(USER_ERROR)
     if last_sweep.get("failed"):
@@ -95,6 +98,31 @@ def data(ctx: typer.Context) -> None:
     from sampler.experiments.summary import print_data_summary
 
     _user_errors(print_data_summary, ctx.args)
+
+
+@app.command()
+def compare(
+    paths: List[Path] = typer.Argument(..., help="sweep dirs, run dirs or outputs/: every run below is found"),
+    metric: str = typer.Option("test/acc", help="a number in the runs' metrics.json"),
+    by: List[str] = typer.Option([], help="group by these config keys (repeat or comma-separate); default: "
+                                 "every key that differs, minus the seed"),
+    ignore: List[str] = typer.Option([], help="config keys that must not split variants"),
+    format: str = typer.Option("table", "--format", help="table | md | csv | json"),
+    alpha: float = typer.Option(0.05, help="test level; the CIs are (1 - alpha)"),
+    goal: Optional[str] = typer.Option(None, help="max | min; default: min for losses, times and costs"),
+    plot: bool = typer.Option(False, "--plot", help="write PNG figures (and a TensorBoard run) into the sweep dir"),
+    out: Optional[Path] = typer.Option(None, help="where --plot writes; default: the first path"),
+) -> None:
+    """Compare variants across seeds: mean, std, CI, a test against the best, and what each costs.
+
+      sampler compare outputs/multirun/<time>
+      sampler compare outputs/ --metric test/acc --by model.pool --format md > table.md
+      sampler compare outputs/multirun/<time> --plot
+    """
+    from sampler.experiments.compare import compare as run_compare
+
+    _user_errors(run_compare, paths, metric=metric, by=by, ignore=ignore, fmt=format, alpha=alpha,
+                 goal=goal, plot=plot, out=out)
 
 
 def _user_errors(fn, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]

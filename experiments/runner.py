@@ -15,6 +15,7 @@ from sampler.blocks import (ACTS, HEADS, NORMS, POOLS, Classifier, build_encoder
 from sampler.blocks.registry import call_with_accepted
 
 from .atomic import save_torch
+from .cost import saved_activation_bytes
 from .data import DATASETS, DataSpec, Dataset, TensorLoader
 from .env import (peak_memory_mb, resolve_device, resolve_precision, seconds_since_process_start,
                   seed_everything, setup_threads)
@@ -111,7 +112,9 @@ def _train(cfg: dict[str, Any], record: RunRecord, parallel_jobs: int) -> None:
     threads = setup_threads(t["threads"], parallel_jobs)
     model, spec = make_model(cfg)
     params, flops = count_cost(model, spec)
-    record.update({"model/params": params, "model/flops": flops, "device": str(device),
+    saved = saved_activation_bytes(model, example_input(spec, t["batch_size"]), lambda out: out.float().mean())
+    record.update({"model/params": params, "model/flops": flops, "memory/saved_activations_mb": saved / 2**20,
+                   "device": str(device),
                    "precision": precision, "threads": threads})
     log.info("model: %s params, %.1f MFLOPs per image; %s, %s, %d threads",
              f"{params:,}", flops / 1e6, device, precision, threads)

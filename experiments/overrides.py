@@ -1,0 +1,67 @@
+"""A friendlier check of override keys than Hydra's "Key 'poool' is not in struct".
+
+Hydra rejects a misspelt key with advice to append it (`+model.poool=avg`),
+which is the wrong fix for a typo. This composes the config with the override's
+group choices (so `task=... head.x=...` is checked against the right tree) and
+names the closest real keys instead.
+"""
+from __future__ import annotations
+
+import difflib
+from importlib import resources
+from typing import Sequence
+
+from .errors import ConfigError
+from .record import flatten
+
+
+def config_groups() -> set[str]:
+    root = resources.files("sampler.configs")
+    return {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("_")}
+
+
+def check_override_keys(args: Sequence[str]) -> None:
+    """Raise `ConfigError` for a plain `key=value` override whose key does not exist."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import OverrideType
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    candidates = [a for i, a in enumerate(args) if "=" in a and not a.startswith("-")
+                  and not (i and args[i - 1] in ("-sc", "--shell-completion"))]
+    try:
+        overrides = OverridesParser.create().parse_overrides(candidates)
+    except HydraException:
+        return  # Hydra reports malformed overrides itself
+    groups, values = config_groups(), []
+    choices = []
+    for o in overrides:
+        key = o.key_or_group
+        if o.package is not None or o.type is not OverrideType.CHANGE or "/" in key or key.startswith("hydra"):
+            continue
+        if key in groups:
+            first = next(iter(o.sweep_string_iterator())) if o.is_sweep_override() else o.get_value_element_as_str()
+            choices.append(f"{key}={first}")
+        else:
+            values.append(key)
+    if not values:
+        return
+    from .summary import compose
+
+    try:
+        cfg = compose(choices)
+    except (HydraException, OmegaConfBaseException):
+        return  # a wrong group choice: Hydra's own message lists the options
+    keys = flatten(cfg)
+    known = set(keys) | {prefix for k in keys for prefix in _prefixes(k)}
+    for key in values:
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=3, cutoff=0.6)
+            hint = f"did you mean {' or '.join(close)}? " if close else ""
+            raise ConfigError(key, f"is not a config key; {hint}`sampler train --cfg job` prints every key "
+                              f"(add a new key on purpose with +{key}=...)")
+
+
+def _prefixes(key: str) -> list[str]:
+    parts = key.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts))]
