@@ -173,7 +173,7 @@ def build_unit(in_channels: int, out_channels: int, order: Sequence[str], *, wit
     return ConvUnit(parts, out_channels)
 
 
-def _check_size(input_size: int | Sequence[int], widths: Sequence[int], convs_per_stage: int,
+def _check_size(input_size: int | Sequence[int], widths: Sequence[int], convs_per_stage: int, pool_at: int,
                 conv: dict[str, Any], pool: str, pool_args: dict[str, Any], stem: int) -> None:
     """Fail early, with the stage named, when the feature map would shrink to nothing.
     `input_size` is one side of a square or (height, width); the shorter side decides."""
@@ -185,10 +185,10 @@ def _check_size(input_size: int | Sequence[int], widths: Sequence[int], convs_pe
     if stem:
         size = _conv_out(size, conv["kernel_size"], conv["stride"], conv["padding"], conv["dilation"])
     for stage in range(len(widths)):
-        for _ in range(convs_per_stage):
+        for unit in range(convs_per_stage):
             size = _conv_out(size, conv["kernel_size"], conv["stride"], conv["padding"], conv["dilation"])
-        if pool != "none" and size >= 1:
-            size = _conv_out(size, k, s, p)
+            if unit == pool_at and pool != "none" and size >= 1:
+                size = _conv_out(size, k, s, p)
         if size < 1:
             raise ConfigError(
                 "widths", f"{len(widths)} stages are too many for a {height}x{width} input: "
@@ -197,20 +197,26 @@ def _check_size(input_size: int | Sequence[int], widths: Sequence[int], convs_pe
 
 
 def build_encoder(*, widths: Sequence[int] = (32, 64, 128, 256), convs_per_stage: int = 1,
-                  order: Sequence[str] = ("conv", "norm", "act", "pool"), stem_width: int = 0,
+                  order: Sequence[str] = ("conv", "norm", "act", "pool"), pool_unit: str = "last",
+                  stem_width: int = 0,
                   conv_args: dict[str, Any] | None = None, norm: str = "batch",
                   norm_args: dict[str, Any] | None = None, act: str = "relu",
                   act_args: dict[str, Any] | None = None, pool: str = "max",
                   pool_args: dict[str, Any] | None = None, in_channels: int = 3,
                   input_size: int | Sequence[int] = 32) -> Encoder:
-    """Stages of conv units. An optional stem (a unit without pool, `stem_width`
-    channels) runs before the first stage, as in most fast CIFAR-10 nets."""
+    """Stages of conv units. The pool sits in the stage's `last` unit (VGG) or its
+    `first` (airbench: the stage's later convs run on the pooled, 4x smaller map).
+    An optional stem (a unit without pool, `stem_width` channels) runs before the
+    first stage, as in most fast CIFAR-10 nets."""
     order = check_order(order)
     widths = list(widths)
     if not widths or not all(isinstance(w, int) and w > 0 for w in widths):
         raise ConfigError("widths", f"{widths} must be a non-empty list of positive channel counts")
     if not isinstance(convs_per_stage, int) or convs_per_stage < 1:
         raise ConfigError("convs_per_stage", f"{convs_per_stage!r} must be an integer >= 1")
+    if pool_unit not in ("first", "last"):
+        raise ConfigError("pool_unit", f"{pool_unit!r}; choose one of: first, last")
+    pool_at = 0 if pool_unit == "first" else convs_per_stage - 1
     if not isinstance(stem_width, int) or stem_width < 0:
         raise ConfigError("stem_width", f"{stem_width!r} must be 0 (no stem) or a channel count")
     for registry, name, key in ((NORMS, norm, "norm"), (ACTS, act, "act"), (POOLS, pool, "pool")):
@@ -218,7 +224,7 @@ def build_encoder(*, widths: Sequence[int] = (32, 64, 128, 256), convs_per_stage
     conv = _conv_args(conv_args)
     unit = dict(conv_args=conv, norm=norm, norm_args=dict(norm_args or {}), act=act,
                 act_args=dict(act_args or {}), pool=pool, pool_args=dict(pool_args or {}))
-    _check_size(input_size, widths, convs_per_stage, conv, pool, unit["pool_args"], stem_width)
+    _check_size(input_size, widths, convs_per_stage, pool_at, conv, pool, unit["pool_args"], stem_width)
 
     stages: list[nn.Module] = []
     channels = in_channels
@@ -227,7 +233,7 @@ def build_encoder(*, widths: Sequence[int] = (32, 64, 128, 256), convs_per_stage
         channels = stem_width
     for width in widths:
         units = [build_unit(channels if i == 0 else width, width, order,
-                            with_pool=(i == convs_per_stage - 1), **unit)
+                            with_pool=(i == pool_at), **unit)
                  for i in range(convs_per_stage)]
         stages.append(nn.Sequential(*units))
         channels = width

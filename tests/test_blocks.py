@@ -129,3 +129,16 @@ def test_blocks_is_a_plain_library_without_hydra() -> None:
             "print(any(m.split('.')[0] in ('hydra', 'omegaconf') for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_pool_in_the_first_unit_runs_later_convs_on_the_pooled_map() -> None:
+    enc = build_encoder(widths=[8, 16], convs_per_stage=2, order=["conv", "pool", "norm", "act"], pool_unit="first")
+    assert list(dict(enc[0][0].named_children())) == ["conv", "pool", "norm", "act"]
+    assert list(dict(enc[0][1].named_children())) == ["conv", "norm", "act"]
+    shapes = []
+    enc[0][1].conv.register_forward_hook(lambda m, i, o: shapes.append(tuple(i[0].shape[-2:])))
+    assert enc(torch.randn(1, 3, 32, 32)).shape[-1] == 8
+    assert shapes == [(16, 16)]
+    with pytest.raises(ConfigError) as err:
+        build_encoder(widths=[8], pool_unit="middle")
+    assert err.value.key == "pool_unit" and "first, last" in err.value.message
