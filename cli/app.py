@@ -53,8 +53,7 @@ def train(ctx: typer.Context) -> None:
 
 @app.command(context_settings=HYDRA_ARGS)
 def inspect(ctx: typer.Context) -> None:
-    """Build the model from the same overrides as `train` and print per-layer shapes,
-    parameters and FLOPs, without touching any data.
+    """Per-layer shapes, params and FLOPs of the model the overrides describe (no data read).
 
       sampler inspect model.widths=[16,32] model.pool=avg
     """
@@ -80,8 +79,10 @@ def bench(
     seed: int = typer.Option(0),
     skip_tutorial: bool = typer.Option(False, help="only time sampler's pipeline"),
 ) -> None:
-    """Time sampler's in-memory pipeline against the tutorial one (ImageFolder + PIL
-    transforms + DataLoader, fp32) on the same stack, epochs and seed, and print both."""
+    """Time sampler's in-memory pipeline against the tutorial one, same stack, epochs and seed.
+
+    The tutorial pipeline is torchvision ImageFolder + per-image PIL transforms + a DataLoader, fp32.
+    """
     from sampler.experiments.bench import run_bench
 
     _user_errors(run_bench, epochs=epochs, subset=subset, data_root=data_root, widths=widths,
@@ -90,8 +91,7 @@ def bench(
 
 @app.command(context_settings=HYDRA_ARGS)
 def data(ctx: typer.Context) -> None:
-    """Find the data set the overrides point at, decode it into the cache once, and
-    print where it came from and how big each split is.
+    """Find the data the overrides point at, decode it into the cache, and show the splits.
 
       sampler data data.root=../shared/datasets
     """

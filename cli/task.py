@@ -9,32 +9,64 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from sampler.experiments import runner
+from sampler.experiments import runner, sweep
 from sampler.experiments.env import available_cpus
 from sampler.experiments.errors import ConfigError
 
 from .errors import USER_ERROR, report
 
 log = logging.getLogger("sampler")
+sweep.register_resolvers()  # before Hydra composes train.yaml, and in every launcher's job process
 
 
 def _parallel_jobs(hc: DictConfig) -> int:
-    """How many jobs of this sweep share the machine (joblib's n_jobs)."""
-    n_jobs = OmegaConf.select(hc, "launcher.n_jobs", default=1)
-    if n_jobs is None or n_jobs < 1:  # joblib: -1 means one per core
-        return available_cpus()
-    return int(n_jobs)
+    """How many jobs of this sweep share the machine: joblib's n_jobs; for submitit,
+    whose local executor starts every job at once, the cores over cpus_per_task (on
+    SLURM the job only sees its own cores, so that comes out as 1)."""
+    n_jobs = OmegaConf.select(hc, "launcher.n_jobs", default=None)
+    if n_jobs is not None:
+        return available_cpus() if n_jobs < 1 else int(n_jobs)  # joblib: -1 means one per core
+    cpus_per_task = OmegaConf.select(hc, "launcher.cpus_per_task", default=None)
+    if cpus_per_task:
+        return max(1, available_cpus() // int(cpus_per_task))
+    return 1
 
 
 @hydra.main(version_base="1.3", config_path="pkg://sampler.configs", config_name="train")
 def train(cfg: DictConfig) -> float | None:
     hc = HydraConfig.get()
-    multirun = hc.mode == RunMode.MULTIRUN
+    if hc.mode != RunMode.MULTIRUN:
+        if cfg.get("resume"):
+            report(ConfigError("resume", "reruns the unfinished jobs of a sweep; add -m "
+                               "(a single run has no finished jobs to skip)"))
+            raise SystemExit(USER_ERROR)
+        return _train(cfg, hc, multirun=False)
+    run_dir = Path(hc.runtime.output_dir)
+    with sweep.claim(run_dir) as ours:
+        if not ours:
+            log.warning("job %s: %s is being run by another process; skipped", hc.job.num, run_dir)
+            return None
+        if cfg.get("resume"):
+            done = sweep.completed_metrics(run_dir)
+            if done is not None:
+                log.info("job %s: completed earlier in %s; skipped (resume)", hc.job.num, run_dir)
+                return _objective(done)
+            sweep.clear_attempt(run_dir)
+        return _train(cfg, hc, multirun=True)
+
+
+def _objective(metrics: dict) -> float | None:
+    return metrics.get("val/acc_best", metrics.get("test/acc"))  # for optimizing sweepers
+
+
+def _train(cfg: DictConfig, hc: DictConfig, multirun: bool) -> float | None:
     try:
         plain = OmegaConf.to_container(cfg, resolve=True)
-        metrics = runner.train(plain, Path(hc.runtime.output_dir), list(hc.overrides.task),
+        plain.pop("resume", None)  # how the sweep was launched, not what this job ran
+        overrides = [o for o in hc.overrides.task if not o.startswith("resume=")]
+        metrics = runner.train(plain, Path(hc.runtime.output_dir), overrides,
                                _parallel_jobs(hc) if multirun else 1)
-        return metrics.get("val/acc_best", metrics.get("test/acc"))  # for optimizing sweepers
+        return _objective(metrics)
     except ConfigError as e:
         report(e)
         if not multirun:

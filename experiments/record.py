@@ -64,13 +64,31 @@ class RunRecord:
 
     def _write_hparams(self, config: dict[str, Any], domains: Mapping[str, list[Any]]) -> None:
         # Into this job's own writer: add_hparams would make a stray sub-run
-        # (pytorch issue 32651). Metric values are the scalars logged under the
-        # same tags at the end of the run.
+        # (pytorch issue 32651). Every job writes the same keys, each as the same
+        # type (sweep.hparam_schema: "none" where absent), because TensorBoard
+        # shows the experiment of one arbitrary job and refuses to filter a column
+        # that mixes types. Metric values are the scalars logged under the same
+        # tags at the end of the run.
         from torch.utils.tensorboard.summary import hparams
 
-        hp = {k: hparam_value(v) for k, v in flatten(config).items()
-              if k not in NOT_HPARAMS and not k.startswith("hydra.")}
-        discrete = {k: [hparam_value(x) for x in d] for k, d in domains.items() if k in hp}
+        from .sweep import hparam_kind, hparam_schema
+
+        values = flatten(config)
+        kinds = hparam_schema()
+        hp: dict[str, Any] = {}
+        discrete: dict[str, list[Any]] = {}
+        for key in sorted(set(kinds) | set(values)):
+            if key in NOT_HPARAMS or key.startswith("hydra."):
+                continue
+            value, kind = values.get(key), kinds.get(key) or hparam_kind([values.get(key)])
+            if kind == "number" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                hp[key] = value
+            else:  # bools too: torch would write them as 0/1 numbers
+                hp[key] = str(value).lower() if isinstance(value, bool) else str(hparam_value(value))
+            if kind == "bool":
+                discrete[key] = ["false", "true"]
+            if key in domains:
+                discrete[key] = [str(hparam_value(x)) for x in domains[key]]
         for key, domain in discrete.items():
             if hp[key] not in domain:  # never let a domain hide the value this run used
                 domain.append(hp[key])

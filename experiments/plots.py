@@ -1,0 +1,156 @@
+"""`sampler compare --plot`: three PNG figures beside the runs, and the same in TensorBoard.
+
+- `compare_metric.png`: the metric per variant, mean with its confidence interval, every
+  seed as a dot.
+- `compare_curves.png`: learning curves from each run's per-epoch history (the numbers
+  it also logged as TensorBoard scalars), mean ± std across seeds.
+- `compare_cost.png`: the metric against each cost, the Pareto front marked.
+
+Figures are drawn with matplotlib's object API on the Agg canvas: no pyplot, no
+display, no global backend switch.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from .compare import COSTS, Report, Variant
+
+CURVES = ("train/loss", "val/loss", "train/acc", "val/acc")
+PARETO_COSTS = ("model/params", "model/flops", "time/total_s", "memory/peak_mb")  # lower is cheaper
+TENSORBOARD_RUN = "compare"  # a run of its own inside the sweep dir
+
+
+def save_plots(report: Report, folder: Path) -> list[Path]:
+    """Write the figures into `folder` and log them to the TensorBoard run `folder/compare`."""
+    figures = {"compare_metric": metric_figure(report), "compare_curves": curves_figure(report),
+               "compare_cost": cost_figure(report)}
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, fig in figures.items():
+        path = folder / f"{name}.png"
+        FigureCanvasAgg(fig).print_png(str(path))
+        written.append(path)
+    log_figures(figures, folder / TENSORBOARD_RUN)
+    return written
+
+
+def log_figures(figures: dict[str, Figure], run_dir: Path) -> None:
+    """The same figures as TensorBoard images; an earlier comparison's are replaced."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    for old in run_dir.glob("events.out.tfevents.*"):
+        old.unlink()
+    writer = SummaryWriter(log_dir=str(run_dir))
+    for name, fig in figures.items():
+        writer.add_figure(name.replace("_", "/", 1), fig, close=False)
+    writer.close()
+
+
+def _grid(n: int, title: str) -> tuple[Figure, list[Axes]]:
+    cols = min(n, 2)
+    rows = math.ceil(n / cols)
+    fig = Figure(figsize=(6 * cols, 4 * rows), layout="constrained")
+    fig.suptitle(title)
+    axes = [fig.add_subplot(rows, cols, i + 1) for i in range(n)]
+    return fig, axes
+
+
+def metric_figure(report: Report) -> Figure:
+    variants = [v for v in report.variants if v.n]
+    fig, (ax,) = _grid(1, f"{report.metric}: mean, {report.level} CI and each seed")
+    for i, v in enumerate(variants):
+        color = "tab:green" if v.verdict.startswith("best") else "tab:blue"
+        if v.n > 1:
+            ax.errorbar([i], [v.mean], yerr=[[v.mean - v.ci[0]], [v.ci[1] - v.mean]], fmt="o",
+                        color=color, capsize=6, markersize=8)
+        else:
+            ax.plot([i], [v.mean], "o", color=color, markersize=8)
+        ax.scatter(np.full(v.n, i + 0.12), v.scores, s=14, color="0.4", zorder=3)
+    ax.set_xticks(range(len(variants)), [_wrap(v.label) for v in variants], fontsize=8)
+    ax.set_xlim(-0.5, len(variants) - 0.5)
+    ax.set_ylabel(report.metric)
+    ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def curves_figure(report: Report) -> Figure:
+    tags = [t for t in CURVES if any(t in row for v in report.variants for r in _done(v)
+                                     for row in r.metrics.get("history", []))]
+    fig, axes = _grid(max(1, len(tags)), "learning curves: mean ± std across seeds")
+    for ax, tag in zip(axes, tags):
+        seen: set[int] = set()
+        for v in report.variants:
+            epochs, mean, std = history_band(v, tag)
+            seen.update(int(e) for e in epochs)
+            if len(epochs):  # error bars too, so a single epoch still shows its spread
+                bars = ax.errorbar(epochs, mean, yerr=std, marker="o", markersize=3, capsize=3,
+                                   label=_wrap(v.label))
+                ax.fill_between(epochs, mean - std, mean + std, color=bars.lines[0].get_color(), alpha=0.2)
+        ax.set_title(tag)
+        ax.set_xlabel("epoch")
+        if len(seen) <= 12:
+            ax.set_xticks(sorted(seen))
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return fig
+
+
+def history_band(variant: Variant, tag: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per epoch, the mean and (n-1) std of `tag` across the variant's completed runs."""
+    by_epoch: dict[int, list[float]] = {}
+    for run in _done(variant):
+        for row in run.metrics.get("history", []):
+            if isinstance(row.get(tag), (int, float)):
+                by_epoch.setdefault(int(row["epoch"]), []).append(float(row[tag]))
+    epochs = sorted(by_epoch)
+    mean = np.array([np.mean(by_epoch[e]) for e in epochs])
+    std = np.array([np.std(by_epoch[e], ddof=1) if len(by_epoch[e]) > 1 else 0.0 for e in epochs])
+    return np.array(epochs), mean, std
+
+
+def pareto_front(points: list[tuple[float, float]], maximize: bool) -> list[int]:
+    """Indices of the points no other point beats on both cost (lower) and score, cheapest first."""
+    better: Callable[[float, float], bool] = (lambda a, b: a > b) if maximize else (lambda a, b: a < b)
+    front: list[int] = []
+    for i in sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1] if maximize else points[i][1])):
+        if not front or better(points[i][1], points[front[-1]][1]):
+            front.append(i)
+    return front
+
+
+def cost_figure(report: Report) -> Figure:
+    variants = [v for v in report.variants if v.n]
+    costs = [c for c in PARETO_COSTS if any(c in v.cost for v in variants)]
+    fig, axes = _grid(max(1, len(costs)), f"{report.metric} against cost (Pareto front in red)")
+    for ax, cost in zip(axes, costs):
+        have = [v for v in variants if cost in v.cost]
+        points = [(v.cost[cost], v.mean) for v in have]
+        front = pareto_front(points, report.goal == "max")
+        ax.scatter([p[0] for p in points], [p[1] for p in points], color="tab:blue", zorder=3)
+        ax.plot([points[i][0] for i in front], [points[i][1] for i in front], "o--", color="tab:red",
+                markerfacecolor="none", markersize=12, label="Pareto front")
+        for v, (x, y) in zip(have, points):
+            ax.annotate(_wrap(v.label, 30), (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
+        ax.set_xlabel(f"{COSTS[cost]} (mean per run)")
+        ax.set_ylabel(report.metric)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return fig
+
+
+def _done(v: Variant) -> list[Any]:
+    return [r for r in v.runs if r.status == "completed"]
+
+
+def _wrap(label: str, width: int = 24) -> str:
+    return label.replace(", ", ",\n") if len(label) > width else label

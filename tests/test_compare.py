@@ -1,0 +1,309 @@
+"""`sampler compare`: discovery, grouping, statistics, outputs and plots.
+
+Every number the command prints is recomputed here from the runs' metrics.json
+with numpy and the t distribution by hand (never through the code under test),
+on run directories written by the test and on a real tiny sweep on CIFAR-10.
+`compare` only reads files (no Hydra state to leak), so it runs in-process
+through Typer's test runner; training runs in a subprocess (the `cli` fixture).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from conftest import TINY, needs_cifar, read_metrics, run_dirs
+from typer.testing import CliRunner
+
+from sampler.cli.app import app
+from sampler.experiments.atomic import write_json
+from sampler.experiments.plots import history_band, pareto_front
+
+
+# ---------------------------------------------------------------- independent statistics
+
+def t_interval(x: list[float], alpha: float = 0.05) -> tuple[float, float]:
+    x = np.asarray(x, dtype=float)
+    half = stats.t.ppf(1 - alpha / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x))
+    return x.mean() - half, x.mean() + half
+
+
+def paired_p(a: list[float], b: list[float]) -> float:
+    d = np.asarray(a) - np.asarray(b)
+    t = d.mean() / (d.std(ddof=1) / math.sqrt(len(d)))
+    return float(2 * stats.t.sf(abs(t), len(d) - 1))
+
+
+def welch_p(a: list[float], b: list[float]) -> float:
+    a, b = np.asarray(a), np.asarray(b)
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    t = (a.mean() - b.mean()) / math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    return float(2 * stats.t.sf(abs(t), df))
+
+
+def check_variant(row: dict, scores: list[float]) -> None:
+    """A json row of `sampler compare` against numpy on the same scores."""
+    x = np.asarray(scores)
+    assert row["n"] == len(x)
+    assert row["mean"] == pytest.approx(x.mean(), rel=1e-12)
+    assert row["min"] == pytest.approx(x.min()) and row["max"] == pytest.approx(x.max())
+    if len(x) > 1:
+        assert row["std"] == pytest.approx(x.std(ddof=1), rel=1e-12)
+        lo, hi = t_interval(scores)
+        assert (row["ci_low"], row["ci_high"]) == (pytest.approx(lo, rel=1e-9), pytest.approx(hi, rel=1e-9))
+    else:
+        assert row["std"] is None and row["ci_low"] is None
+
+
+# ---------------------------------------------------------------- run directories written by hand
+
+def fake_run(root: Path, name: str, seed: int, status: str = "completed", pool: str = "max",
+             epochs: int = 1, **metrics: float) -> Path:
+    run = root / name
+    config = {"seed": seed, "model": {"pool": pool, "widths": [8, 16]}, "trainer": {"epochs": epochs},
+              "data": {"root": f"/somewhere/{name}", "subset": 200}}
+    history = [{"epoch": e + 1, "val/acc": metrics.get("test/acc", 0.0) * (e + 1) / epochs,
+                "train/loss": 2.0 - e} for e in range(epochs)]
+    write_json(run / "metrics.json", {
+        "status": status, "seed": seed, "config": config, "history": history,
+        "overrides": [f"model.pool={pool}", f"seed={seed}", "data.subset=200", f"trainer.epochs={epochs}"],
+        "error": "ValueError: boom" if status == "failed" else None, "precision": "fp32", "device": "cpu",
+        "model/params": 1000 if pool == "max" else 1200, "model/flops": 2e6, "time/total_s": 10.0 + seed,
+        "memory/peak_mb": 500.0, "train/images_per_s": 3000.0, **metrics})
+    return run
+
+
+MAX = [0.61, 0.64, 0.60]
+AVG = [0.58, 0.63, 0.55]
+
+
+@pytest.fixture
+def sweep(tmp_path: Path) -> Path:
+    """max vs avg, seeds 0-2 each: a paired comparison."""
+    root = tmp_path / "sweep"
+    for seed, (m, a) in enumerate(zip(MAX, AVG)):
+        fake_run(root, f"max_{seed}", seed, pool="max", **{"test/acc": m, "test/loss": 1 - m})
+        fake_run(root, f"avg_{seed}", seed, pool="avg", **{"test/acc": a, "test/loss": 1 - a})
+    return root
+
+
+@pytest.fixture
+def compare(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """`sampler compare ARGS...` in tmp_path; returns Typer's result (stdout, stderr, exit_code)."""
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+
+    def run(*args: str, check: bool = False):
+        result = runner.invoke(app, ["compare", *args])
+        if check and result.exit_code != 0:
+            raise AssertionError(f"sampler compare {' '.join(args)} exited {result.exit_code}:\n"
+                                 f"{result.stdout}\n{result.stderr}\n{result.exception!r}")
+        return result
+
+    return run
+
+
+def compare_json(compare, *args: str) -> dict:
+    return json.loads(compare(*args, "--format", "json", check=True).stdout)
+
+
+def by_label(report: dict) -> dict[str, dict]:
+    return {row["variant"]: row for row in report["variants"]}
+
+
+def test_paired_test_and_intervals_match_numpy(compare, sweep: Path) -> None:
+    report = compare_json(compare, str(sweep))
+    rows = by_label(report)
+    assert report["keys"] == ["model.pool"] and list(rows) == ["model.pool=max", "model.pool=avg"]
+    check_variant(rows["model.pool=max"], MAX)
+    check_variant(rows["model.pool=avg"], AVG)
+    avg = rows["model.pool=avg"]
+    assert avg["test"] == "paired t"
+    assert avg["p"] == pytest.approx(paired_p(MAX, AVG), rel=1e-9)
+    assert avg["verdict"] == ("worse" if paired_p(MAX, AVG) < 0.05 else "not distinguishable")
+    assert rows["model.pool=max"]["verdict"] == "best"
+    assert rows["model.pool=avg"]["model/params"] == 1200 and rows["model.pool=max"]["model/flops"] == 2.0
+    assert report["common"] == {"data.subset": 200, "device": "cpu", "precision": "fp32", "trainer.epochs": 1}
+
+
+def test_a_stricter_level_changes_the_verdict(compare, sweep: Path) -> None:
+    p = paired_p(MAX, AVG)
+    assert 0.01 < p < 0.5, "the fixture's numbers should sit between the two levels"
+    loose = by_label(compare_json(compare, str(sweep), "--alpha", str(min(0.99, 2 * p))))
+    strict = by_label(compare_json(compare, str(sweep), "--alpha", "0.01"))
+    assert loose["model.pool=avg"]["verdict"] == "worse"
+    assert strict["model.pool=avg"]["verdict"] == "not distinguishable"
+    lo, hi = t_interval(MAX, alpha=0.01)
+    assert strict["model.pool=max"]["ci_low"] == pytest.approx(lo)
+    assert strict["model.pool=max"]["ci_high"] == pytest.approx(hi)
+
+
+def test_welch_when_the_variants_ran_different_seeds(compare, tmp_path: Path) -> None:
+    root = tmp_path / "sweep"
+    for seed, m in enumerate(MAX):
+        fake_run(root, f"max_{seed}", seed, pool="max", **{"test/acc": m})
+    other = [0.50, 0.57, 0.52, 0.49]
+    for seed, a in zip((10, 11, 12, 13), other):
+        fake_run(root, f"avg_{seed}", seed, pool="avg", **{"test/acc": a})
+    rows = by_label(compare_json(compare, str(root)))
+    check_variant(rows["model.pool=avg"], other)
+    assert rows["model.pool=avg"]["test"] == "Welch t"
+    assert rows["model.pool=avg"]["p"] == pytest.approx(welch_p(MAX, other), rel=1e-9)
+
+
+def test_one_seed_asks_for_more_instead_of_a_verdict(compare, tmp_path: Path) -> None:
+    root = tmp_path / "sweep"
+    fake_run(root, "max", 0, pool="max", **{"test/acc": 0.6})
+    fake_run(root, "avg", 0, pool="avg", **{"test/acc": 0.5})
+    rows = by_label(compare_json(compare, str(root)))
+    assert "needs more seeds" in rows["model.pool=max"]["verdict"]
+    assert rows["model.pool=avg"]["verdict"] == "needs more seeds (n=1)"
+    assert rows["model.pool=avg"]["p"] is None and rows["model.pool=avg"]["ci_low"] is None
+    table = compare(str(root), check=True).stdout
+    assert "needs more seeds" in table and "no test ran" in table
+
+
+def test_lower_is_better_for_losses(compare, sweep: Path) -> None:
+    report = compare_json(compare, str(sweep), "--metric", "test/loss")
+    assert report["goal"] == "min"
+    best = report["variants"][0]
+    assert best["variant"] == "model.pool=max" and best["mean"] == pytest.approx(1 - np.mean(MAX))
+
+
+def test_failed_running_and_broken_runs_are_shown_not_fatal(compare, sweep: Path) -> None:
+    fake_run(sweep, "max_failed", 3, status="failed", pool="max")
+    fake_run(sweep, "avg_running", 4, status="running", pool="avg")
+    (sweep / "broken").mkdir()
+    (sweep / "broken" / "metrics.json").write_text('{"status": "runn')  # cut short by hand
+    (sweep / "no_metrics" / ".hydra").mkdir(parents=True)
+    (sweep / "no_metrics" / ".hydra" / "config.yaml").write_text(
+        "seed: 5\nmodel:\n  pool: avg\n  widths: [8, 16]\ntrainer:\n  epochs: 1\ndata:\n  subset: 200\n")
+    report = compare_json(compare, str(sweep))
+    statuses = {Path(u["dir"]).name: u["status"] for u in report["unfinished"]}
+    assert statuses == {"max_failed": "failed", "avg_running": "running", "broken": "unreadable",
+                        "no_metrics": "no metrics"}
+    rows = by_label(report)
+    assert report["keys"] == ["model.pool"], "unfinished runs must not split variants"
+    check_variant(rows["model.pool=max"], MAX)  # only completed runs count
+    assert rows["model.pool=max"]["unfinished"] == {"failed": 1}
+    assert rows["model.pool=avg"]["unfinished"] == {"no metrics": 1, "running": 1}
+    table = compare(str(sweep), check=True).stdout
+    assert "ValueError: boom" in table and "unreadable" in table and "1 failed" in table
+
+
+def test_by_ignore_and_the_shared_header(compare, tmp_path: Path) -> None:
+    root = tmp_path / "sweep"
+    scores = {("max", 1): [0.5, 0.52], ("max", 2): [0.6, 0.58], ("avg", 1): [0.4, 0.45], ("avg", 2): [0.55, 0.5]}
+    for (pool, epochs), values in scores.items():
+        for seed, v in enumerate(values):
+            fake_run(root, f"{pool}_{epochs}_{seed}", seed, pool=pool, epochs=epochs, **{"test/acc": v})
+    both = compare_json(compare, str(root))
+    assert both["keys"] == ["model.pool", "trainer.epochs"] and len(both["variants"]) == 4
+    check_variant(by_label(both)["model.pool=avg, trainer.epochs=2"], scores[("avg", 2)])
+    for args in (["--by", "model.pool"], ["--ignore", "trainer.epochs"]):
+        pooled = compare_json(compare, str(root), *args)
+        assert pooled["keys"] == ["model.pool"]
+        check_variant(by_label(pooled)["model.pool=max"], scores[("max", 1)] + scores[("max", 2)])
+        assert by_label(pooled)["model.pool=avg"]["test"] == "Welch t", "seeds repeat within a variant: not paired"
+    header = compare(str(root), "--by", "model.pool,trainer.epochs", check=True).stdout
+    assert "same in every run: data.subset=200  device=cpu  precision=fp32" in header
+
+
+def test_markdown_csv_and_table(compare, sweep: Path) -> None:
+    md = compare(str(sweep), "--format", "md", check=True).stdout
+    assert md.startswith("# test/acc by variant, best first")
+    assert "| **model.pool=max** (best) | 3 |" in md and "paired t, p=" in md
+    rows = list(csv.DictReader(io.StringIO(compare(str(sweep), "--format", "csv", check=True).stdout)))
+    assert [r["variant"] for r in rows] == ["model.pool=max", "model.pool=avg"]
+    assert float(rows[1]["mean"]) == pytest.approx(np.mean(AVG))
+    assert json.loads(rows[0]["seeds"]) == [0, 1, 2]
+    table = compare(str(sweep), check=True).stdout
+    assert "★ model.pool=max" in table and "95% CI" in table
+
+
+@pytest.mark.parametrize("args, words", [
+    (["nowhere"], ["nowhere: does not exist", "outputs/multirun/<time>"]),
+    (["EMPTY"], ["holds no run directories", "sampler train -m"]),
+    (["SWEEP", "--metric", "test/acx"], ["--metric: no completed run recorded 'test/acx'", "test/acc"]),
+    (["SWEEP", "--by", "model.poool"], ["--by: no run has the key model.poool", "model.pool"]),
+    (["SWEEP", "--format", "xml"], ["--format: unknown format 'xml'", "csv, json"]),
+    (["SWEEP", "--alpha", "5"], ["--alpha: 5.0 must be between 0 and 1"]),
+])
+def test_user_errors_are_one_paragraph_and_exit_2(compare, sweep: Path, tmp_path: Path, args, words) -> None:
+    (tmp_path / "EMPTY").mkdir()
+    args = [str(sweep) if a == "SWEEP" else a for a in args]
+    proc = compare(*args)
+    assert proc.exit_code == 2, proc.stderr
+    assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
+    for word in words:
+        assert word in " ".join(proc.stderr.split())
+
+
+def test_plots_and_their_tensorboard_run(compare, sweep: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    for seed in range(3):  # two epochs of history for one more variant
+        fake_run(sweep, f"conv_{seed}", seed, pool="conv", epochs=2, **{"test/acc": 0.3 + 0.01 * seed})
+    proc = compare(str(sweep), "--plot", check=True)
+    names = ["compare_metric.png", "compare_curves.png", "compare_cost.png"]
+    for name in names:
+        assert (sweep / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert str(sweep / name) in proc.stderr
+    events = EventAccumulator(str(sweep / "compare"), size_guidance={"images": 0})
+    events.Reload()
+    assert sorted(events.Tags()["images"]) == ["compare/cost", "compare/curves", "compare/metric"]
+    compare(str(sweep), "--plot", check=True)  # a second time replaces, never piles up
+    assert len(list((sweep / "compare").glob("events.out.tfevents.*"))) == 1
+    assert "compare" not in {Path(u["dir"]).name for u in compare_json(compare, str(sweep))["unfinished"]}
+
+
+def test_pareto_front() -> None:
+    assert pareto_front([(3, 0.9), (1, 0.5), (2, 0.4), (2, 0.7), (5, 0.8)], maximize=True) == [1, 3, 0]
+    assert pareto_front([(3, 0.1), (1, 0.5), (2, 0.4)], maximize=False) == [1, 2, 0]
+
+
+def test_history_band_is_mean_and_std_across_seeds(tmp_path: Path) -> None:
+    from sampler.experiments.compare import build_report, find_runs
+
+    accs = [0.3, 0.36, 0.33]
+    for seed, acc in enumerate(accs):
+        fake_run(tmp_path, f"run_{seed}", seed, epochs=2, **{"test/acc": acc})
+    (variant,) = build_report(find_runs([tmp_path])).variants
+    epochs, mean, std = history_band(variant, "val/acc")
+    assert list(epochs) == [1, 2]
+    last = [read_metrics(d)["history"][1]["val/acc"] for d in run_dirs(tmp_path)]
+    assert mean[1] == pytest.approx(np.mean(last)) and std[1] == pytest.approx(np.std(last, ddof=1))
+
+
+# ---------------------------------------------------------------- a real sweep
+
+@needs_cifar
+def test_real_sweep_table_matches_its_metrics_files(cli, compare, tmp_path: Path) -> None:
+    proc = cli("train", "-m", "model.pool=max,avg", "seed=0,1", *TINY, check=True)
+    (sweep,) = (tmp_path / "outputs" / "multirun").iterdir()
+    runs = [read_metrics(d) for d in run_dirs(sweep)]
+    assert len(runs) == 4 and {m["status"] for m in runs} == {"completed"}
+    scores = {pool: {m["seed"]: m["test/acc"] for m in runs if m["config"]["model"]["pool"] == pool}
+              for pool in ("max", "avg")}
+    report = compare_json(compare, str(sweep))
+    rows = by_label(report)
+    for pool in ("max", "avg"):
+        check_variant(rows[f"model.pool={pool}"], list(scores[pool].values()))
+    best, other = report["variants"]
+    assert best["verdict"] == "best" and best["mean"] >= other["mean"]
+    assert other["test"] == "paired t"
+    b, o = (scores[r["variant"].split("=")[1]] for r in (best, other))
+    if len({b[s] - o[s] for s in (0, 1)}) > 1:
+        assert other["p"] == pytest.approx(paired_p([b[0], b[1]], [o[0], o[1]]), rel=1e-9)
+    params = {m["config"]["model"]["pool"]: m["model/params"] for m in runs}
+    assert rows["model.pool=max"]["model/params"] == params["max"]
+    summary = (sweep / "summary.md").read_text()
+    assert f"summary: {sweep.relative_to(tmp_path)}/summary.md" in proc.stderr
+    assert "| **model.pool=" in summary and "paired t" in summary
