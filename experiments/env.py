@@ -1,6 +1,7 @@
 """Process setup for a run: seeds, device, threads, float handling, provenance."""
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import random
@@ -13,6 +14,8 @@ import numpy as np
 import torch
 
 from .errors import ConfigError
+
+log = logging.getLogger("sampler")
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -48,7 +51,20 @@ def resolve_precision(name: str, device: torch.device) -> str:
         return "bf16" if device.type == "cuda" else "fp32"
     if name not in ("fp32", "bf16"):
         raise ConfigError("trainer.precision", f"unknown precision {name!r}; choose one of: auto, bf16, fp32")
+    if name == "bf16" and device.type == "cpu" and not cpu_has_bf16():
+        log.warning("trainer.precision=bf16 on a CPU without AVX-512 BF16 or AMX: autocast emulates it and "
+                    "ran about 10x slower than fp32 on such a CPU (see README, Benchmarks)")
     return name
+
+
+def cpu_has_bf16() -> bool:
+    """Whether the CPU has native bf16 matrix instructions (Linux flags; False if unknown)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def available_cpus() -> int:

@@ -1,0 +1,129 @@
+"""The real CLI in a subprocess: commands, Hydra flags, error paths and exit codes."""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import TINY, needs_cifar, read_metrics, run_dirs
+from sampler.blocks import build_model
+
+
+def test_ls_lists_every_registry_and_preset(cli) -> None:
+    out = cli("ls", check=True).stdout
+    for name in ("model.pool", "max", "avg", "model.norm", "batch", "group", "model.act", "leaky_relu",
+                 "optim.name", "adamw", "sched.name", "onecycle", "pool_max_vs_avg", "cifar10_fast"):
+        assert name in out, name
+
+
+def test_inspect_builds_without_data_and_counts_params(cli) -> None:
+    proc = cli("inspect", "model.widths=[16,32]", "model.pool=avg", "data.root=/nonexistent", check=True)
+    expected = sum(p.numel() for p in build_model(widths=[16, 32], pool="avg").parameters())
+    assert f"{expected:,}" in proc.stdout
+    assert "AvgPool2d" in proc.stdout and "1x32x8x8" in proc.stdout
+
+
+def test_cfg_job_prints_the_composed_config(cli) -> None:
+    out = cli("train", "--cfg", "job", "model.pool=avg", check=True).stdout
+    assert "pool: avg" in out and "widths:" in out and "trainer:" in out
+
+
+@pytest.mark.parametrize("args,key,needle", [
+    (["model.pool=maxx"], "model.pool", "avg, conv, max, none"),
+    (["model.order=[conv,norm,act]"], "model.order", "permutation"),
+    (["model.widths=[8,8,8,8,8,8]"], "model.widths", "stages"),
+    (["trainer.epochs=0"], "trainer.epochs", "positive integer"),
+    (["trainer.device=tpu"], "trainer.device", "auto, cpu, cuda, mps"),
+    (["optim.name=adam"], "optim.name", "adamw, sgd"),
+    (["data.root=/nonexistent"], "data.root", "data.download=true"),
+])
+def test_user_errors_are_one_paragraph_and_exit_2(cli, args: list[str], key: str, needle: str) -> None:
+    proc = cli("train", *args)
+    assert proc.returncode == 2, proc.stderr
+    assert key in proc.stderr and needle in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_a_misspelt_key_is_named_with_a_suggestion(cli) -> None:
+    proc = cli("train", "model.poool=avg")
+    assert proc.returncode == 2
+    assert "model.poool" in proc.stderr and "model.pool" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@needs_cifar
+def test_train_end_to_end_on_the_shared_data(cli, tmp_path: Path) -> None:
+    proc = cli("train", *TINY, "seed=3", check=True)
+    (run,) = run_dirs(tmp_path / "outputs")
+    m = read_metrics(run)
+    assert m["status"] == "completed" and m["seed"] == 3 and m["error"] is None
+    for key in ("test/acc", "val/acc_best", "train/images_per_s", "time/total_s", "model/params",
+                "model/flops", "memory/saved_activations_mb", "precision", "versions", "git"):
+        assert m[key] is not None, key
+    assert 0.0 <= m["test/acc"] <= 1.0 and m["precision"] == "fp32"
+    assert m["overrides"] == [*TINY, "seed=3"]
+    assert len(m["history"]) == 1 and m["history"][0]["epoch"] == 1
+    assert (run / ".hydra" / "config.yaml").is_file() and list(run.glob("events.out.tfevents.*"))
+    assert (run / "checkpoint.pt").is_file()
+    assert "test acc" in proc.stdout
+
+
+@needs_cifar
+def test_same_seed_same_result(cli, tmp_path: Path) -> None:
+    cli("train", *TINY, check=True)
+    cli("train", *TINY, check=True)
+    a, b = (read_metrics(r) for r in run_dirs(tmp_path / "outputs"))
+    assert a["history"][0]["train/loss"] == b["history"][0]["train/loss"]
+    assert a["test/acc"] == b["test/acc"]
+
+
+@needs_cifar
+def test_multirun_two_jobs_on_the_shared_data(cli, tmp_path: Path) -> None:
+    cli("train", "-m", "model.pool=max,avg", *TINY, check=True)
+    runs = run_dirs(tmp_path / "outputs" / "multirun")
+    assert len(runs) == 2
+    metrics = [read_metrics(r) for r in runs]
+    assert sorted(m["config"]["model"]["pool"] for m in metrics) == ["avg", "max"]
+    assert all(m["status"] == "completed" for m in metrics)
+    assert "model.pool=avg" in runs[1].name or "model.pool=avg" in runs[0].name
+
+
+@needs_cifar
+def test_a_diverging_run_is_recorded_and_named(cli, tmp_path: Path) -> None:
+    proc = cli("train", *TINY, "optim.lr=1e12", "model.norm=none", "trainer.label_smoothing=0.0")
+    assert proc.returncode == 2, proc.stderr
+    assert "optim.lr" in proc.stderr
+    (run,) = run_dirs(tmp_path / "outputs")
+    assert read_metrics(run)["status"] == "diverged"
+
+
+@needs_cifar
+def test_ctrl_c_records_interrupted_and_exits_130(tmp_path: Path, cache_dir: Path) -> None:
+    import os
+
+    from conftest import SHARED_DATA
+
+    env = {**os.environ, "SAMPLER_DATA": str(SHARED_DATA), "SAMPLER_CACHE": str(cache_dir)}
+    proc = subprocess.Popen([sys.executable, "-m", "sampler.cli.app", "train", "data.subset=2000",
+                             "trainer.epochs=50", "model.widths=[8,16]", "trainer.threads=1"],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait until the first epoch is on record
+        runs = run_dirs(tmp_path / "outputs")
+        if runs and read_metrics(runs[0])["history"]:
+            break
+        time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("the run never finished an epoch")
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    m = read_metrics(runs[0])
+    assert m["status"] == "interrupted" and m["history"]
+    json.loads((runs[0] / "metrics.json").read_text())  # complete, parseable
