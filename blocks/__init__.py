@@ -2,7 +2,10 @@
 
 >>> from sampler.blocks import build_model
 >>> model = build_model(widths=[32, 64], pool="avg", norm="batch", act="relu")
+>>> from sampler.blocks import build_segmenter
+>>> model = build_segmenter(widths=[32, 64], style="progressive", upsample="bilinear", skips=True)
 """
+from .heads import HEAD_STYLES, UPSAMPLERS, Decoder, Segmenter, assemble, build_segmenter
 from .layers import ACTS, NORMS, POOLS
 from .model import (HEADS, PARTS, Classifier, ConvUnit, Encoder, build_encoder, build_head, build_model,
                     build_unit, init_weights)
@@ -10,6 +13,6 @@ from .registry import ConfigError, Registry
 
 REGISTRIES = {"pool": POOLS, "norm": NORMS, "act": ACTS, "head": HEADS}
 
-__all__ = ["ACTS", "HEADS", "NORMS", "PARTS", "POOLS", "REGISTRIES", "Classifier", "ConfigError",
-           "ConvUnit", "Encoder", "Registry", "build_encoder", "build_head", "build_model", "build_unit",
-           "init_weights"]
+__all__ = ["ACTS", "HEADS", "HEAD_STYLES", "NORMS", "PARTS", "POOLS", "REGISTRIES", "UPSAMPLERS", "Classifier",
+           "ConfigError", "ConvUnit", "Decoder", "Encoder", "Registry", "Segmenter", "assemble", "build_encoder",
+           "build_head", "build_model", "build_segmenter", "build_unit", "init_weights"]

@@ -14,7 +14,7 @@ import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -82,12 +82,14 @@ def _find_cifar_source(root: Path) -> tuple[str, Path] | None:
     return None
 
 
-def _source_key(kind: str, path: Path) -> str:
-    """Cheap fingerprint: resolved path plus stats of the files or class folders."""
+def _source_key(kind: str, path: Path, entries: Iterable[Path] | None = None) -> str:
+    """Cheap fingerprint: resolved path plus stats of the files or class folders
+    (`entries`; by default CIFAR-10's pickles or class folders)."""
     h = hashlib.sha1(f"{kind}:{path.resolve()}".encode())
-    entries = sorted(path.iterdir()) if kind == "pickle" else sorted(
-        p for split in ("train", "test") for p in (path / split).iterdir())
-    for p in entries:
+    if entries is None:
+        entries = path.iterdir() if kind == "pickle" else (
+            p for split in ("train", "test") for p in (path / split).iterdir())
+    for p in sorted(entries):
         st = p.stat()
         n = len(os.listdir(p)) if p.is_dir() else st.st_size
         h.update(f"{p.name}:{n}:{st.st_mtime_ns}".encode())
@@ -180,13 +182,19 @@ def load_cifar10_tensors(root: str | Path, download: bool = False,
                           "image folders). Set data.root=<folder that holds one of them> (or the SAMPLER_DATA "
                           "environment variable), or add data.download=true to fetch it when online")
     kind, path = found
-    cache = Path(cache_dir or default_cache_dir()).expanduser() / f"cifar10-{kind}-{_source_key(kind, path)}.pt"
+    return cached_tensors(cache_dir, f"cifar10-{kind}-{_source_key(kind, path)}.pt",
+                          lambda: _read_pickles(path) if kind == "pickle" else _read_folder(path))
+
+
+def cached_tensors(cache_dir: str | Path | None, name: str, read: Callable[[], dict[str, Tensor]]) -> dict[str, Tensor]:
+    """`read()` once; later calls load the tensor file `name` from the cache folder."""
+    cache = Path(cache_dir or default_cache_dir()).expanduser() / name
     if cache.is_file():
         try:
             return torch.load(cache, weights_only=True)
         except Exception:  # a stale or damaged cache is rebuilt, never trusted
             cache.unlink(missing_ok=True)
-    tensors = _read_pickles(path) if kind == "pickle" else _read_folder(path)
+    tensors = read()
     try:
         save_torch(cache, tensors)
     except OSError:
@@ -289,13 +297,17 @@ class TensorLoader:
         order = order.to(self.device)
         for i in range(len(self)):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
-            x = self.images[idx]
-            if self.crop_padding:
-                x = self._random_crop(x)
-            if self.flip:
-                x = self._random_flip(x)
+            x, y = self.augment(self.images[idx], self.labels[idx])
             x = (x.float() - self.mean) / self.std
-            yield x.contiguous(memory_format=self.memory_format), self.labels[idx]
+            yield x.contiguous(memory_format=self.memory_format), y
+
+    def augment(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """One batch's images and labels as the model sees them, before normalisation."""
+        if self.crop_padding:
+            x = self._random_crop(x)
+        if self.flip:
+            x = self._random_flip(x)
+        return x, y
 
     def _rand(self, *size: int, high: int) -> Tensor:
         return torch.randint(high, size, generator=self.generator).to(self.device)
@@ -322,8 +334,13 @@ class DataSpec:
     """What the model needs to know before any data is loaded."""
 
     in_channels: int
-    input_size: int
+    input_size: int | tuple[int, int]  # px: the side of a square, or (height, width)
     num_classes: int
+
+    @property
+    def height_width(self) -> tuple[int, int]:
+        size = self.input_size
+        return (size, size) if isinstance(size, int) else (size[0], size[1])
 
 
 DATASETS: Registry = Registry("dataset")
@@ -336,3 +353,7 @@ class Cifar10:
         return DataSpec(in_channels=3, input_size=32, num_classes=10)
 
     load = staticmethod(load_cifar10)
+
+
+# Segmentation sets live in their own module, which registers them here.
+from . import camvid  # noqa: E402,F401  (after DATASETS exists: camvid imports it)

@@ -1,5 +1,7 @@
 """One training run, wired from a plain config dict. Reads as a table of contents:
-build and check the model, load the data, train, evaluate, record."""
+build and check the model, load the data, train, evaluate, record. What differs
+between classification and segmentation (batches, loss, metrics, pictures) is
+asked of the task (experiments/tasks.py)."""
 from __future__ import annotations
 
 import logging
@@ -10,20 +12,21 @@ from typing import Any
 import torch
 from torch import nn
 
-from sampler.blocks import (ACTS, HEADS, NORMS, POOLS, Classifier, build_encoder, build_head,
-                            init_weights)
+from sampler.blocks import (ACTS, HEAD_STYLES, HEADS, NORMS, POOLS, UPSAMPLERS, assemble, build_encoder,
+                            build_head, init_weights)
 from sampler.blocks.registry import call_with_accepted
 
 from .atomic import save_torch
 from .cost import saved_activation_bytes
-from .data import DATASETS, DataSpec, Dataset, TensorLoader
+from .data import DATASETS, DataSpec
 from .env import (peak_memory_mb, resolve_device, resolve_precision, seconds_since_process_start,
                   seed_everything, setup_threads)
 from .errors import ConfigError, Diverged
-from .loop import autocast, evaluate, train_epoch
+from .loop import autocast, train_epoch
 from .optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_scheduler
 from .progress import EpochProgress
-from .record import RunRecord
+from .record import HPARAM_METRICS, RunRecord
+from .tasks import TASKS
 
 log = logging.getLogger("sampler")
 
@@ -31,13 +34,15 @@ log = logging.getLogger("sampler")
 HPARAM_DOMAINS = {
     "model.pool": POOLS.names(), "model.norm": NORMS.names(), "model.act": ACTS.names(),
     "head.name": HEADS.names(), "optim.name": OPTIMIZERS.names(), "sched.name": SCHEDULES.names(),
+    "head.style": HEAD_STYLES.names(), "head.upsample": UPSAMPLERS.names(), "task.name": TASKS.names(),
     "data.name": DATASETS.names(), "trainer.precision": ["auto", "bf16", "fp32"],
     "trainer.device": ["auto", "cpu", "cuda", "mps"],
 }
 
 
 def make_model(cfg: dict[str, Any]) -> tuple[nn.Module, DataSpec]:
-    """The model from the config, validated before any data is read."""
+    """The model from the config, validated before any data is read: a Classifier, or a
+    Segmenter when the head is dense (head.name=decoder)."""
     spec = DATASETS.get(cfg["data"]["name"], "data.name").spec(**cfg["data"])
     try:
         encoder = build_encoder(**cfg["model"], in_channels=spec.in_channels, input_size=spec.input_size)
@@ -45,14 +50,14 @@ def make_model(cfg: dict[str, Any]) -> tuple[nn.Module, DataSpec]:
         raise e.with_prefix("model") from None
     head_cfg = dict(cfg["head"])
     try:
-        head = build_head(head_cfg.pop("name"), encoder.out_channels, spec.num_classes, **head_cfg)
+        head = build_head(head_cfg.pop("name"), encoder.out_channels, spec.num_classes, encoder=encoder, **head_cfg)
     except ConfigError as e:
         raise e.with_prefix("head") from None
-    return init_weights(Classifier(encoder, head)), spec
+    return init_weights(assemble(encoder, head)), spec
 
 
 def example_input(spec: DataSpec, batch: int = 1) -> torch.Tensor:
-    return torch.zeros(batch, spec.in_channels, spec.input_size, spec.input_size)
+    return torch.zeros(batch, spec.in_channels, *spec.height_width)
 
 
 def count_cost(model: nn.Module, spec: DataSpec) -> tuple[int, int]:
@@ -75,15 +80,18 @@ def _check_trainer(t: dict[str, Any]) -> None:
         raise ConfigError("trainer.label_smoothing", f"{t['label_smoothing']} must be in [0, 1)")
 
 
-def _loaders(data: Dataset, cfg: dict[str, Any], device: torch.device,
-             generator: torch.Generator) -> tuple[TensorLoader, TensorLoader | None, TensorLoader]:
-    t, aug = cfg["trainer"], cfg["data"]["augment"]
-    common = dict(mean=data.mean, std=data.std, device=device, channels_last=t["channels_last"])
-    train = TensorLoader(data.train, t["batch_size"], shuffle=True, drop_last=len(data.train) > t["batch_size"],
-                         crop_padding=aug["crop_padding"], flip=aug["flip"], generator=generator, **common)
-    val = TensorLoader(data.val, t["eval_batch_size"], **common) if data.val is not None else None
-    test = TensorLoader(data.test, t["eval_batch_size"], **common)
-    return train, val, test
+def _reset_peak_memory(device: torch.device) -> None:
+    """Start this job's memory/peak_mb afresh: jobs of a sweep that share one process
+    (Hydra's basic launcher) would otherwise each report the largest job so far.
+    (A neighbour of env.peak_memory_mb by rights.)"""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:
+        with open("/proc/self/clear_refs", "w") as f:  # Linux: "5" resets the peak resident set size
+            f.write("5")
+    except OSError:
+        pass  # elsewhere the peak counts from the start of the process
 
 
 def train(cfg: dict[str, Any], run_dir: Path, overrides: list[str], parallel_jobs: int = 1) -> dict[str, Any]:
@@ -108,9 +116,12 @@ def _train(cfg: dict[str, Any], record: RunRecord, parallel_jobs: int) -> None:
     _check_trainer(t)
     generator = seed_everything(cfg["seed"])
     device = resolve_device(t["device"])
+    _reset_peak_memory(device)
     precision = resolve_precision(t["precision"], device)
     threads = setup_threads(t["threads"], parallel_jobs)
+    task = TASKS.get(cfg["task"]["name"], "task.name")(cfg)
     model, spec = make_model(cfg)
+    task.check_model(model)
     params, flops = count_cost(model, spec)
     saved = saved_activation_bytes(model, example_input(spec, t["batch_size"]), lambda out: out.float().mean())
     record.update({"model/params": params, "model/flops": flops, "memory/saved_activations_mb": saved / 2**20,
@@ -124,15 +135,15 @@ def _train(cfg: dict[str, Any], record: RunRecord, parallel_jobs: int) -> None:
              len(data.val) if data.val is not None else 0, len(data.test), data.source)
     memory_format = torch.channels_last if t["channels_last"] else torch.contiguous_format
     model = model.to(device, memory_format=memory_format)
-    train_batches, val_batches, test_batches = _loaders(data, cfg, device, generator)
+    train_batches, val_batches, test_batches = task.loaders(data, device, generator)
     optimizer = build_optimizer(model, **cfg["optim"])
     scheduler = build_scheduler(optimizer, t["epochs"] * len(train_batches), len(train_batches), **cfg["sched"])
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=t["label_smoothing"])
+    loss_fn = task.loss(data, device)
     amp = autocast(device, precision)
     step_model = torch.compile(model) if t["compile"] else model
 
     record.update({"time/startup_s": seconds_since_process_start()})
-    best_val, train_seconds, train_images = 0.0, 0.0, 0
+    best_val, train_seconds, train_images = {"acc": 0.0, task.headline: 0.0}, 0.0, 0
     for epoch in range(1, t["epochs"] + 1):
         start = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
@@ -141,9 +152,10 @@ def _train(cfg: dict[str, Any], record: RunRecord, parallel_jobs: int) -> None:
         row = {"epoch": epoch, "train/loss": tr["loss"], "train/acc": tr["acc"], "lr": lr,
                "throughput/images_per_s": tr["images"] / tr["seconds"]}
         if val_batches is not None:
-            va = evaluate(step_model, val_batches, loss_fn, amp, t["tta"])
-            best_val = max(best_val, va["acc"])
-            row.update({"val/loss": va["loss"], "val/acc": va["acc"]})
+            va = task.evaluate(step_model, val_batches, loss_fn, amp)
+            best_val = {k: max(v, va[k]) for k, v in best_val.items()}
+            row.update({f"val/{k}": v for k, v in va.items()})
+        task.after_epoch(step_model, record, epoch)
         row["time/epoch_s"] = time.perf_counter() - start
         train_seconds += tr["seconds"]
         train_images += tr["images"]
@@ -153,17 +165,21 @@ def _train(cfg: dict[str, Any], record: RunRecord, parallel_jobs: int) -> None:
                                                           "optimizer": optimizer.state_dict(), "config": cfg})
         log.info("epoch %d/%d  train loss %.3f acc %.2f%%%s  %.0f img/s  %.1fs", epoch, t["epochs"],
                  tr["loss"], 100 * tr["acc"],
-                 f"  val loss {row['val/loss']:.3f} acc {100 * row['val/acc']:.2f}%" if val_batches else "",
+                 f"  val loss {va['loss']:.3f} {task.describe(va)}" if val_batches else "",
                  row["throughput/images_per_s"], row["time/epoch_s"])
 
-    te = evaluate(step_model, test_batches, loss_fn, amp, t["tta"])
+    te = task.evaluate(step_model, test_batches, loss_fn, amp)
     epoch_times = [r["time/epoch_s"] for r in record.metrics["history"]]
-    final = {"test/acc": te["acc"], "test/loss": te["loss"], "train/loss": tr["loss"], "train/acc": tr["acc"],
+    final = {**{f"test/{k}": v for k, v in te.items()}, "train/loss": tr["loss"], "train/acc": tr["acc"],
              "train/images_per_s": train_images / train_seconds, "time/train_s": train_seconds,
              "time/epoch_max_over_first": max(epoch_times) / epoch_times[0],
              "memory/peak_mb": peak_memory_mb(device)}
     if val_batches is not None:
-        final.update({"val/acc": row["val/acc"], "val/loss": row["val/loss"], "val/acc_best": best_val})
+        final.update({f"val/{k}": v for k, v in va.items()})
+        final.update({f"val/{k}_best": v for k, v in best_val.items()})
     record.update(final)
-    log.info("test acc %.2f%%  (loss %.3f)  %.0f img/s  in %s", 100 * te["acc"], te["loss"],
+    # TensorBoard gets the test figures too; those of the HParams table come with finish().
+    record.scalars({k: v for k, v in final.items() if k.startswith("test/") and k not in HPARAM_METRICS},
+                   len(record.metrics["history"]))
+    log.info("test %s  (loss %.3f)  %.0f img/s  in %s", task.describe(te), te["loss"],
              final["train/images_per_s"], record.run_dir)

@@ -8,12 +8,13 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from sampler.blocks import REGISTRIES
+from sampler.blocks import HEAD_STYLES, REGISTRIES, UPSAMPLERS
 from sampler.blocks.registry import call_with_accepted
 
 from .data import DATASETS, default_cache_dir
 from .optim import OPTIMIZERS, SCHEDULES
 from .runner import example_input, make_model
+from .tasks import TASKS
 
 
 def compose(overrides: Sequence[str]) -> dict[str, Any]:
@@ -55,7 +56,8 @@ def print_model_summary(overrides: Sequence[str]) -> None:
     cfg = compose(overrides)
     model, spec = make_model(cfg)
     rows = layer_table(model, example_input(spec))
-    table = Table(title=f"{cfg['data']['name']} input 1x{spec.in_channels}x{spec.input_size}x{spec.input_size}")
+    height, width = spec.height_width
+    table = Table(title=f"{cfg['data']['name']} input 1x{spec.in_channels}x{height}x{width}")
     for col in ("layer", "type", "output shape", "params", "MFLOPs"):
         table.add_column(col, justify="right" if col in ("params", "MFLOPs") else "left")
     for r in rows:
@@ -75,7 +77,8 @@ def experiment_presets() -> list[str]:
 
 def print_registries() -> None:
     registries = {**{f"model.{k}" if k != "head" else "head.name": r for k, r in REGISTRIES.items()},
-                  "optim.name": OPTIMIZERS, "sched.name": SCHEDULES, "data.name": DATASETS}
+                  "head.style": HEAD_STYLES, "head.upsample": UPSAMPLERS, "optim.name": OPTIMIZERS,
+                  "sched.name": SCHEDULES, "data.name": DATASETS, "task.name": TASKS}
     table = Table(title="choices (override with KEY=NAME)")
     for col in ("key", "name", "what it is"):
         table.add_column(col)

@@ -1,0 +1,135 @@
+"""What differs between tasks, behind the few calls the runner makes (a registry, DESIGN §3):
+the model family a task trains, its batches, its loss, its metrics and its pictures.
+
+- classification: one label per image. Metrics: loss, acc.
+- segmentation: one label per pixel, void ignored. Metrics add pixel_acc,
+  mean_class_acc, miou, boundary_f1 and iou/<class>; after every epoch a few fixed
+  validation images are drawn as input | truth | prediction into TensorBoard, in
+  the data set's palette.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, ContextManager
+
+import torch
+from torch import nn
+
+from sampler.blocks import Segmenter
+from sampler.blocks.registry import Registry
+
+from .camvid import SegmentationLoader
+from .data import DATASETS, Dataset, TensorLoader
+from .errors import ConfigError
+from .loop import evaluate
+from .record import RunRecord
+from .segmentation import VOID, SegmentationMeter, median_frequency_weights, prediction_grid
+
+TASKS: Registry = Registry("task")
+Loaders = tuple[TensorLoader, "TensorLoader | None", TensorLoader]
+
+
+@TASKS.register("classification", "one label per image (head=linear); metrics: acc")
+class Classification:
+    headline = "acc"  # the metric of the log line, and of val/<headline>_best
+
+    def __init__(self, cfg: dict[str, Any]):
+        self.cfg = cfg
+
+    def check_model(self, model: nn.Module) -> None:
+        if isinstance(model, Segmenter):
+            raise ConfigError("task.name", "this head predicts a label per pixel: use task=segmentation, "
+                              "or head=linear for classification")
+
+    def loaders(self, data: Dataset, device: torch.device, generator: torch.Generator) -> Loaders:
+        t, aug = self.cfg["trainer"], self.cfg["data"]["augment"]
+        common = dict(mean=data.mean, std=data.std, device=device, channels_last=t["channels_last"])
+        train = TensorLoader(data.train, t["batch_size"], shuffle=True, drop_last=len(data.train) > t["batch_size"],
+                             crop_padding=aug["crop_padding"], flip=aug["flip"], generator=generator, **common)
+        val = TensorLoader(data.val, t["eval_batch_size"], **common) if data.val is not None else None
+        test = TensorLoader(data.test, t["eval_batch_size"], **common)
+        return train, val, test
+
+    def loss(self, data: Dataset, device: torch.device) -> nn.Module:
+        return nn.CrossEntropyLoss(label_smoothing=self.cfg["trainer"]["label_smoothing"])
+
+    def evaluate(self, model: nn.Module, batches: TensorLoader, loss_fn: nn.Module,
+                 amp: Callable[[], ContextManager]) -> dict[str, float]:
+        return evaluate(model, batches, loss_fn, amp, self.cfg["trainer"]["tta"])
+
+    def after_epoch(self, model: nn.Module, record: RunRecord, epoch: int) -> None:
+        pass
+
+    def describe(self, metrics: dict[str, float]) -> str:
+        return f"acc {100 * metrics['acc']:.2f}%"
+
+
+@TASKS.register("segmentation", "one label per pixel (head=progressive|oneshot|...); metrics: miou, boundary_f1")
+class Segmentation(Classification):
+    headline = "miou"
+
+    def __init__(self, cfg: dict[str, Any]):
+        super().__init__(cfg)
+        task = cfg["task"]
+        balance = task["class_balance"]
+        if isinstance(balance, bool) or not isinstance(balance, (int, float)) or not 0 <= balance <= 1:
+            raise ConfigError("task.class_balance", f"{balance!r} must be a number in [0, 1]: 0 = plain "
+                              "cross-entropy, 1 = SegNet's median frequency balancing")
+        for key in ("boundary_px", "log_images"):
+            if not isinstance(task[key], int) or isinstance(task[key], bool) or task[key] < 0:
+                raise ConfigError(f"task.{key}", f"{task[key]!r} must be an integer >= 0")
+        self.samples: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    def check_model(self, model: nn.Module) -> None:
+        if not isinstance(model, Segmenter):
+            raise ConfigError("head.name", f"{self.cfg['head']['name']} gives one label per image; segmentation "
+                              "needs a dense head: head=progressive (or oneshot, progressive_skips)")
+
+    def loaders(self, data: Dataset, device: torch.device, generator: torch.Generator) -> Loaders:
+        t, aug = self.cfg["trainer"], self.cfg["data"]["augment"]
+        common = dict(mean=data.mean, std=data.std, device=device, channels_last=t["channels_last"])
+        train = SegmentationLoader(data.train, t["batch_size"], shuffle=True,
+                                   drop_last=len(data.train) > t["batch_size"], crop=aug["crop"],
+                                   scale=aug["scale"], flip=aug["flip"], generator=generator, **common)
+        val = SegmentationLoader(data.val, t["eval_batch_size"], **common) if data.val is not None else None
+        test = SegmentationLoader(data.test, t["eval_batch_size"], **common)
+        self.classes = data.classes
+        self._pick_samples(data, val or test)
+        return train, val, test
+
+    def _pick_samples(self, data: Dataset, loader: SegmentationLoader) -> None:
+        """The same few images, spread over the split, drawn after every epoch."""
+        n = self.cfg["task"]["log_images"]
+        split = data.val if data.val is not None else data.test
+        if not n:
+            return
+        index = torch.linspace(0, len(split) - 1, min(n, len(split))).round().long()
+        images = split.images[index].to(loader.device)
+        normed = ((images.float() - loader.mean) / loader.std).contiguous(memory_format=loader.memory_format)
+        self.samples = (images, split.labels[index], normed)
+        self.palette = DATASETS.get(data.name).palette
+
+    def loss(self, data: Dataset, device: torch.device) -> nn.Module:
+        weight, balance = None, self.cfg["task"]["class_balance"]
+        if balance:
+            weight = median_frequency_weights(data.train.labels, len(data.classes)).pow(balance).to(device)
+        return nn.CrossEntropyLoss(weight=weight, ignore_index=VOID,
+                                   label_smoothing=self.cfg["trainer"]["label_smoothing"])
+
+    def evaluate(self, model: nn.Module, batches: TensorLoader, loss_fn: nn.Module,
+                 amp: Callable[[], ContextManager]) -> dict[str, float]:
+        meter = SegmentationMeter(self.classes, self.cfg["task"]["boundary_px"])
+        scores = evaluate(model, batches, loss_fn, amp, self.cfg["trainer"]["tta"], on_batch=meter.update)
+        return {**scores, **meter.compute()}
+
+    @torch.no_grad()
+    def after_epoch(self, model: nn.Module, record: RunRecord, epoch: int) -> None:
+        if self.samples is None or record.writer is None:
+            return
+        images, truth, normed = self.samples
+        model.eval()
+        pred = model(normed).argmax(1)
+        grid = prediction_grid(images, truth, pred, self.palette)
+        record.writer.add_image("val/prediction", grid, epoch)
+
+    def describe(self, metrics: dict[str, float]) -> str:
+        return f"miou {100 * metrics['miou']:.2f}%  acc {100 * metrics['acc']:.2f}%"
