@@ -183,3 +183,13 @@ def test_every_job_writes_one_type_per_hparam_key() -> None:
     assert schema["optim.betas"] == "string" and schema["optim.lr"] == "number"
     assert schema["trainer.channels_last"] == "bool" and schema["trainer.epochs"] == "number"
     assert schema["model.pool"] == "string" and "resume" not in schema
+
+
+def test_startup_clock_counts_later_jobs_of_a_process_from_their_own_start(monkeypatch) -> None:
+    # A sweep's basic launcher runs every job in one process: only its first job pays the imports.
+    from sampler.experiments import runner
+
+    monkeypatch.setattr(runner._StartupClock, "first_job_done", False)
+    first, second = runner._StartupClock(), runner._StartupClock()
+    assert first.first and not second.first
+    assert second.seconds() < first.seconds()  # the pytest process started long before `second`
