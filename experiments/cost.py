@@ -1,10 +1,52 @@
 """Device-independent cost figures that need no timing."""
 from __future__ import annotations
 
+import hashlib
+import json
+from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import nn
+
+from .atomic import write_json
+
+
+def count_cost(model: nn.Module, x: torch.Tensor, cache_dir: Path | None = None) -> tuple[int, int]:
+    """Parameters, and forward FLOPs for the input `x` (torch.utils.flop_counter).
+
+    The first FlopCounterMode of a process takes about 2 s on a 2-core CPU (its lazy
+    set-up, not the count), a third of sampler's start-up, so counts are kept in
+    `cache_dir`/flops/ keyed on the torch version, the input shape and the model's
+    repr, which names every layer and its arguments.
+    """
+    params = sum(p.numel() for p in model.parameters())
+    key = hashlib.sha1(f"{torch.__version__}|{tuple(x.shape)}|{model!r}".encode()).hexdigest()[:16]
+    path = Path(cache_dir).expanduser() / "flops" / f"{key}.json" if cache_dir is not None else None
+    if path is not None and path.is_file():
+        try:
+            return params, int(json.loads(path.read_text())["flops"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # a damaged entry is recounted and rewritten
+    flops = count_flops(model, x)
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_json(path, {"flops": flops, "input": list(x.shape), "torch": torch.__version__})
+        except OSError:
+            pass  # an unwritable cache only costs the next run a recount
+    return params, flops
+
+
+def count_flops(model: nn.Module, x: torch.Tensor) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(x)
+    model.train(was_training)
+    return counter.get_total_flops()
 
 
 def saved_activation_bytes(model: nn.Module, x: torch.Tensor, loss: Callable[[torch.Tensor], torch.Tensor]) -> int:

@@ -17,8 +17,8 @@ from sampler.blocks import (ACTS, HEAD_STYLES, HEADS, NORMS, POOLS, UPSAMPLERS, 
 from sampler.blocks.registry import call_with_accepted
 
 from .atomic import save_torch
-from .cost import saved_activation_bytes
-from .data import DATASETS, DataSpec
+from .cost import count_cost, saved_activation_bytes
+from .data import DATASETS, DataSpec, default_cache_dir
 from .env import (peak_memory_mb, resolve_device, resolve_precision, seconds_since_process_start,
                   seed_everything, setup_threads)
 from .errors import ConfigError, Diverged
@@ -58,18 +58,6 @@ def make_model(cfg: dict[str, Any]) -> tuple[nn.Module, DataSpec]:
 
 def example_input(spec: DataSpec, batch: int = 1) -> torch.Tensor:
     return torch.zeros(batch, spec.in_channels, *spec.height_width)
-
-
-def count_cost(model: nn.Module, spec: DataSpec) -> tuple[int, int]:
-    """Parameters and forward FLOPs for one image (torch.utils.flop_counter)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    was_training = model.training
-    model.eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(example_input(spec))
-    model.train(was_training)
-    return sum(p.numel() for p in model.parameters()), counter.get_total_flops()
 
 
 def _check_trainer(t: dict[str, Any]) -> None:
@@ -137,7 +125,8 @@ def _train(cfg: dict[str, Any], record: RunRecord, parallel_jobs: int, clock: _S
     task = TASKS.get(cfg["task"]["name"], "task.name")(cfg)
     model, spec = make_model(cfg)
     task.check_model(model)
-    params, flops = count_cost(model, spec)
+    cache_dir = Path(cfg["data"].get("cache_dir") or default_cache_dir())
+    params, flops = count_cost(model, example_input(spec), cache_dir)
     saved = saved_activation_bytes(model, example_input(spec, t["batch_size"]), lambda out: out.float().mean())
     record.update({"model/params": params, "model/flops": flops, "memory/saved_activations_mb": saved / 2**20,
                    "device": str(device),

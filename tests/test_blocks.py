@@ -142,3 +142,20 @@ def test_pool_in_the_first_unit_runs_later_convs_on_the_pooled_map() -> None:
     with pytest.raises(ConfigError) as err:
         build_encoder(widths=[8], pool_unit="middle")
     assert err.value.key == "pool_unit" and "first, last" in err.value.message
+
+
+def test_flop_count_is_cached_per_architecture(tmp_path) -> None:
+    from sampler.experiments.cost import count_cost, count_flops
+
+    x = torch.zeros(1, 3, 32, 32)
+    small, wide = build_model(widths=[8, 16]), build_model(widths=[16, 32])
+    assert count_cost(small, x, tmp_path) == (sum(p.numel() for p in small.parameters()), count_flops(small, x))
+    (entry,) = (tmp_path / "flops").iterdir()
+    entry.write_text('{"flops": 123}')  # a later run reads the entry instead of counting again
+    assert count_cost(build_model(widths=[8, 16]), x, tmp_path)[1] == 123
+    assert count_cost(wide, x, tmp_path)[1] == count_flops(wide, x) != 123  # another net, another entry
+    big = torch.zeros(1, 3, 64, 64)  # another input size, another entry
+    assert count_cost(small, big, tmp_path)[1] == count_flops(small, big) != 123
+    entry.write_text("not json")  # damaged: counted again and rewritten
+    assert count_cost(small, x, tmp_path)[1] == count_flops(small, x)
+    assert count_cost(small, x)[1] == count_flops(small, x)  # no cache dir: always counted
