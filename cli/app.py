@@ -103,7 +103,8 @@ def data(ctx: typer.Context) -> None:
 @app.command()
 def compare(
     paths: List[Path] = typer.Argument(..., help="sweep dirs, run dirs or outputs/: every run below is found"),
-    metric: str = typer.Option("test/acc", help="a number in the runs' metrics.json"),
+    metric: Optional[str] = typer.Option(None, help="a number in the runs' metrics.json; default: test/miou "
+                                         "for segmentation runs, test/acc otherwise"),
     by: List[str] = typer.Option([], help="group by these config keys (repeat or comma-separate); default: "
                                  "every key that differs, minus the seed"),
     ignore: List[str] = typer.Option([], help="config keys that must not split variants"),

@@ -35,5 +35,9 @@ def write_json(path: Path, data: Any) -> None:
     _atomic(path, write)
 
 
+def write_text(path: Path, text: str) -> None:
+    _atomic(path, lambda tmp: Path(tmp).write_text(text))
+
+
 def save_torch(path: Path, obj: Any) -> None:
     _atomic(path, lambda tmp: torch.save(obj, tmp))

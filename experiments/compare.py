@@ -297,8 +297,15 @@ def against_best(best: Variant, other: Variant, alpha: float) -> None:
     other.verdict = "not distinguishable" if p >= alpha else "worse"
 
 
-def build_report(runs: Sequence[Run], metric: str = DEFAULT_METRIC, by: Sequence[str] = (),
+def default_metric(runs: Sequence[Run]) -> str:
+    """The task's headline: test/miou when every run is a segmentation run, else test/acc."""
+    tasks = {r.config.get("task.name") for r in runs if r.config}
+    return "test/miou" if tasks == {"segmentation"} else DEFAULT_METRIC
+
+
+def build_report(runs: Sequence[Run], metric: str | None = None, by: Sequence[str] = (),
                  ignore: Sequence[str] = (), alpha: float = 0.05, goal: str | None = None) -> Report:
+    metric = metric or default_metric(runs)
     if not 0 < alpha < 1:
         raise ConfigError("--alpha", f"{alpha} must be between 0 and 1 (0.05 gives 95% intervals)")
     if goal not in (None, "max", "min"):
@@ -442,7 +449,7 @@ def to_json(report: Report) -> str:
     }, indent=2, default=str) + "\n"
 
 
-def compare(paths: Sequence[Path], metric: str = DEFAULT_METRIC, by: Sequence[str] = (),
+def compare(paths: Sequence[Path], metric: str | None = None, by: Sequence[str] = (),
             ignore: Sequence[str] = (), fmt: str = "table", alpha: float = 0.05, goal: str | None = None,
             plot: bool = False, out: Path | None = None) -> Report:
     """What `sampler compare` does: find, group, test, print (and plot)."""

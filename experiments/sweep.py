@@ -233,16 +233,16 @@ class SweepSummary(Callback):
 
 def write_summary(sweep_dir: Path, runs: list[Any]) -> Path | None:
     """`summary.md` in the sweep dir: the comparison table, or why there is none."""
-    from .atomic import _atomic
-    from .compare import DEFAULT_METRIC, build_report, to_markdown
+    from .atomic import write_text
+    from .compare import build_report, to_markdown
 
     path = sweep_dir / "summary.md"
     try:
-        text = to_markdown(build_report(runs, DEFAULT_METRIC))
+        text = to_markdown(build_report(runs))
     except ConfigError as e:  # e.g. no job completed, so there is no metric to compare
         text = f"# {sweep_dir.name}\n\nNo comparison: {e.key}: {e.message}\n"
     except Exception:  # the summary must never turn a finished sweep into a crash
         log.exception("could not write %s", path)
         return None
-    _atomic(path, lambda tmp: Path(tmp).write_text(text))
+    write_text(path, text)
     return path

@@ -65,10 +65,10 @@ def check_variant(row: dict, scores: list[float]) -> None:
 # ---------------------------------------------------------------- run directories written by hand
 
 def fake_run(root: Path, name: str, seed: int, status: str = "completed", pool: str = "max",
-             epochs: int = 1, **metrics: float) -> Path:
+             epochs: int = 1, task: str = "classification", **metrics: float) -> Path:
     run = root / name
     config = {"seed": seed, "model": {"pool": pool, "widths": [8, 16]}, "trainer": {"epochs": epochs},
-              "data": {"root": f"/somewhere/{name}", "subset": 200}}
+              "data": {"root": f"/somewhere/{name}", "subset": 200}, "task": {"name": task}}
     history = [{"epoch": e + 1, "val/acc": metrics.get("test/acc", 0.0) * (e + 1) / epochs,
                 "train/loss": 2.0 - e} for e in range(epochs)]
     write_json(run / "metrics.json", {
@@ -177,6 +177,18 @@ def test_lower_is_better_for_losses(compare, sweep: Path) -> None:
     assert best["variant"] == "model.pool=max" and best["mean"] == pytest.approx(1 - np.mean(MAX))
 
 
+def test_segmentation_runs_are_compared_on_miou_by_default(compare, tmp_path: Path) -> None:
+    root = tmp_path / "seg"
+    for seed in range(2):
+        fake_run(root, f"max_{seed}", seed, pool="max", task="segmentation",
+                 **{"test/acc": 0.9, "test/miou": 0.40 + seed / 100})
+    report = compare_json(compare, str(root))
+    assert report["metric"] == "test/miou" and report["variants"][0]["mean"] == pytest.approx(0.405)
+    assert compare_json(compare, str(root), "--metric", "test/acc")["metric"] == "test/acc"
+    fake_run(root, "cls", 0, **{"test/acc": 0.5})  # a classification run among them: back to test/acc
+    assert compare_json(compare, str(root))["metric"] == "test/acc"
+
+
 def test_failed_running_and_broken_runs_are_shown_not_fatal(compare, sweep: Path) -> None:
     fake_run(sweep, "max_failed", 3, status="failed", pool="max")
     fake_run(sweep, "avg_running", 4, status="running", pool="avg")
@@ -184,7 +196,8 @@ def test_failed_running_and_broken_runs_are_shown_not_fatal(compare, sweep: Path
     (sweep / "broken" / "metrics.json").write_text('{"status": "runn')  # cut short by hand
     (sweep / "no_metrics" / ".hydra").mkdir(parents=True)
     (sweep / "no_metrics" / ".hydra" / "config.yaml").write_text(
-        "seed: 5\nmodel:\n  pool: avg\n  widths: [8, 16]\ntrainer:\n  epochs: 1\ndata:\n  subset: 200\n")
+        "seed: 5\nmodel:\n  pool: avg\n  widths: [8, 16]\ntrainer:\n  epochs: 1\ndata:\n  subset: 200\n"
+        "task:\n  name: classification\n")
     report = compare_json(compare, str(sweep))
     statuses = {Path(u["dir"]).name: u["status"] for u in report["unfinished"]}
     assert statuses == {"max_failed": "failed", "avg_running": "running", "broken": "unreadable",
