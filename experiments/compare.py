@@ -16,6 +16,8 @@ import csv
 import io
 import json
 import math
+import os
+import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,6 +130,19 @@ def find_runs(paths: Sequence[Path | str], strict: bool = True) -> list[Run]:
     return [read_run(d) for d in sorted(dirs)]
 
 
+def _process_gone(process: Any) -> bool:
+    """Whether a `running` run's process is known to be dead: only decidable on its own host."""
+    if not isinstance(process, dict) or process.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(int(process["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, KeyError, TypeError, ValueError):
+        return False
+    return False
+
+
 def read_run(run_dir: Path) -> Run:
     """One run as it stands; a run without readable metrics keeps its Hydra config."""
     metrics: dict[str, Any] = {}
@@ -139,6 +154,10 @@ def read_run(run_dir: Path) -> Run:
             if not isinstance(metrics, dict):
                 raise ValueError(f"a JSON {type(metrics).__name__}, not an object")
             status, error = str(metrics.get("status", "unknown")), metrics.get("error")
+            if status == "running" and _process_gone(metrics.get("process")):
+                status, error = "killed", (f"its process (pid {metrics['process']['pid']}) ended without "
+                                           "recording an end status: killed (SIGKILL, out of memory) or the "
+                                           "machine restarted; `resume=true` reruns it")
         except (OSError, ValueError) as e:
             metrics, status, error = {}, "unreadable", f"metrics.json: {e}"
     config = metrics.get("config") if isinstance(metrics.get("config"), dict) else _hydra_config(run_dir)

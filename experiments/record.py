@@ -6,6 +6,8 @@ completed, failed, interrupted or diverged.
 """
 from __future__ import annotations
 
+import os
+import socket
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -52,7 +54,8 @@ class RunRecord:
             "status": "running", "seed": config.get("seed"), "overrides": list(overrides),
             "task": config.get("task", {}).get("name"), "config": config,
             "started_at": datetime.now(timezone.utc).isoformat(), "versions": versions(),
-            "git": git_state(), "history": [], "error": None,
+            "git": git_state(), "process": {"host": socket.gethostname(), "pid": os.getpid()},
+            "history": [], "error": None,
         }
         self.writer = None
         if tensorboard:

@@ -12,6 +12,10 @@ import csv
 import io
 import json
 import math
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -175,6 +179,20 @@ def test_lower_is_better_for_losses(compare, sweep: Path) -> None:
     assert report["goal"] == "min"
     best = report["variants"][0]
     assert best["variant"] == "model.pool=max" and best["mean"] == pytest.approx(1 - np.mean(MAX))
+
+
+def test_a_running_run_whose_process_is_gone_shows_as_killed(compare, sweep: Path) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    for name, process in [("gone", {"host": socket.gethostname(), "pid": dead.pid}),
+                          ("alive", {"host": socket.gethostname(), "pid": os.getpid()}),
+                          ("elsewhere", {"host": "another-host", "pid": dead.pid})]:
+        run = fake_run(sweep, name, 7, status="running")
+        metrics = json.loads((run / "metrics.json").read_text())
+        write_json(run / "metrics.json", {**metrics, "process": process})
+    statuses = {Path(u["dir"]).name: (u["status"], u["error"]) for u in compare_json(compare, str(sweep))["unfinished"]}
+    assert statuses["gone"][0] == "killed" and f"pid {dead.pid}" in statuses["gone"][1]
+    assert statuses["alive"][0] == "running" and statuses["elsewhere"][0] == "running"
 
 
 def test_segmentation_runs_are_compared_on_miou_by_default(compare, tmp_path: Path) -> None:

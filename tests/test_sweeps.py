@@ -78,7 +78,7 @@ def test_a_killed_sweep_resumes_skipping_completed_jobs(cli, cache_dir: Path, tm
 
     shown = CliRunner().invoke(app, ["compare", str(sweep), "--format", "json"])
     assert shown.exit_code == 0, shown.stderr
-    assert [u["status"] for u in json.loads(shown.stdout)["unfinished"]] == ["running"]
+    assert [u["status"] for u in json.loads(shown.stdout)["unfinished"]] == ["killed"], "its pid is gone"
 
     resumed = cli(*args, "resume=true")
     assert resumed.returncode == 0, resumed.stderr
