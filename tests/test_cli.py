@@ -109,9 +109,13 @@ def test_ctrl_c_records_interrupted_and_exits_130(tmp_path: Path, cache_dir: Pat
     from conftest import SHARED_DATA
 
     env = {**os.environ, "SAMPLER_DATA": str(SHARED_DATA), "SAMPLER_CACHE": str(cache_dir)}
+    # A shell's background job (`cmd &`, nohup) starts with SIGINT ignored, and Python then
+    # installs no KeyboardInterrupt handler: give the child the default disposition, as a
+    # terminal user's process has.
     proc = subprocess.Popen([sys.executable, "-m", "sampler.cli.app", "train", "data.subset=2000",
                              "trainer.epochs=50", "model.widths=[8,16]", "trainer.threads=1"],
-                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while time.time() < deadline:  # wait until the first epoch is on record
         runs = run_dirs(tmp_path / "outputs")
