@@ -15,14 +15,15 @@ from .atomic import write_json
 def count_cost(model: nn.Module, x: torch.Tensor, cache_dir: Path | None = None) -> tuple[int, int]:
     """Parameters, and forward FLOPs for the input `x` (torch.utils.flop_counter).
 
-    The first FlopCounterMode of a process takes about 2 s on a 2-core CPU (its lazy
-    set-up, not the count), a third of sampler's start-up, so counts are kept in
-    `cache_dir`/flops/ keyed on the torch version, the input shape and the model's
-    repr, which names every layer and its arguments.
+    Counting runs the model under FlopCounterMode, a few tenths of a second on a 2-core
+    CPU (its first use in a process also imports torch._dynamo, about 2 s, which the
+    first optimizer would import anyway), so counts are kept in `cache_dir`/flops/ keyed
+    on the torch version, the input shape and the model's repr, which names every layer
+    and its arguments.
     """
     params = sum(p.numel() for p in model.parameters())
     key = hashlib.sha1(f"{torch.__version__}|{tuple(x.shape)}|{model!r}".encode()).hexdigest()[:16]
-    path = Path(cache_dir).expanduser() / "flops" / f"{key}.json" if cache_dir is not None else None
+    path = Path(cache_dir) / "flops" / f"{key}.json" if cache_dir is not None else None
     if path is not None and path.is_file():
         try:
             return params, int(json.loads(path.read_text())["flops"])

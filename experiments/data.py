@@ -36,6 +36,11 @@ def default_cache_dir() -> Path:
     return Path(base)
 
 
+def cache_root(cache_dir: str | Path | None) -> Path:
+    """`data.cache_dir`, or the default when it is null."""
+    return Path(cache_dir or default_cache_dir()).expanduser()
+
+
 @dataclass
 class Split:
     """Images as uint8 N×C×H×W and integer labels, in memory."""
@@ -188,7 +193,7 @@ def load_cifar10_tensors(root: str | Path, download: bool = False,
 
 def cached_tensors(cache_dir: str | Path | None, name: str, read: Callable[[], dict[str, Tensor]]) -> dict[str, Tensor]:
     """`read()` once; later calls load the tensor file `name` from the cache folder."""
-    cache = Path(cache_dir or default_cache_dir()).expanduser() / name
+    cache = cache_root(cache_dir) / name
     if cache.is_file():
         try:
             return torch.load(cache, weights_only=True)

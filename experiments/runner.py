@@ -19,7 +19,7 @@ from sampler.blocks.registry import call_with_accepted
 
 from .atomic import save_torch
 from .cost import count_cost, saved_activation_bytes
-from .data import DATASETS, DataSpec, default_cache_dir
+from .data import DATASETS, DataSpec, cache_root
 from .env import (peak_memory_mb, resolve_device, resolve_precision, seconds_since_process_start,
                   seed_everything, setup_threads)
 from .errors import ConfigError, Diverged
@@ -131,8 +131,7 @@ def _train(cfg: dict[str, Any], record: RunRecord, parallel_jobs: int, clock: _S
     task = TASKS.get(cfg["task"]["name"], "task.name")(cfg)
     model, spec = make_model(cfg)
     task.check_model(model)
-    cache_dir = Path(cfg["data"].get("cache_dir") or default_cache_dir())
-    params, flops = count_cost(model, example_input(spec), cache_dir)
+    params, flops = count_cost(model, example_input(spec), cache_root(cfg["data"].get("cache_dir")))
     saved = saved_activation_bytes(model, example_input(spec, t["batch_size"]), lambda out: out.float().mean())
     record.update({"model/params": params, "model/flops": flops, "memory/saved_activations_mb": saved / 2**20,
                    "device": str(device),

@@ -11,7 +11,7 @@ from rich.table import Table
 from sampler.blocks import HEAD_STYLES, REGISTRIES, UPSAMPLERS
 from sampler.blocks.registry import call_with_accepted
 
-from .data import DATASETS, default_cache_dir
+from .data import DATASETS, cache_root
 from .optim import OPTIMIZERS, SCHEDULES
 from .runner import example_input, make_model
 from .tasks import TASKS
@@ -96,7 +96,7 @@ def print_data_summary(overrides: Sequence[str]) -> None:
     data = call_with_accepted(DATASETS.get(cfg["data"]["name"], "data.name").load, cfg["data"])
     console = Console()
     console.print(f"{data.name} from {data.source}")
-    console.print(f"  cache: {cfg['data'].get('cache_dir') or default_cache_dir()}")
+    console.print(f"  cache: {cache_root(cfg['data'].get('cache_dir'))}")
     for split in ("train", "val", "test"):
         s = getattr(data, split)
         if s is not None:
