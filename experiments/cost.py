@@ -61,19 +61,26 @@ def saved_activation_bytes(model: nn.Module, x: torch.Tensor, loss: Callable[[to
     """
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
     storages: dict[int, int] = {}
+    kept: list[torch.Tensor] = []  # alive until counted, so no storage address is reused
 
-    def pack(t: torch.Tensor) -> torch.Tensor:
+    def pack(t: torch.Tensor) -> None:
         storage = t.untyped_storage()
         if storage.data_ptr() not in params:
             storages[storage.data_ptr()] = storage.nbytes()
-        return t
+        kept.append(t)
+        # Not `return t`: a saved output (ReLU keeps its own) would then hold itself
+        # through its grad_fn, a cycle in C++ that gc cannot break, leaking the batch.
+
+    def unpack(_: None) -> torch.Tensor:
+        raise RuntimeError("saved_activation_bytes runs no backward")
 
     buffers = {k: v.clone() for k, v in model.state_dict().items()}
     was_training = model.training
     model.train()
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
         out = loss(model(x))
     del out
+    kept.clear()
     model.load_state_dict(buffers)
     model.train(was_training)
     return sum(storages.values())

@@ -159,3 +159,23 @@ def test_flop_count_is_cached_per_architecture(tmp_path) -> None:
     entry.write_text("not json")  # damaged: counted again and rewritten
     assert count_cost(small, x, tmp_path)[1] == count_flops(small, x)
     assert count_cost(small, x)[1] == count_flops(small, x)  # no cache dir: always counted
+
+
+def test_counting_saved_activations_leaves_none_of_them_alive() -> None:
+    # A pack hook that returned the tensor itself made a cycle through C++ for saved
+    # outputs (a ReLU saves its own output), which gc cannot see: each call leaked one
+    # batch of activations, 218 MB a job in a CamVid sweep run in one process.
+    import gc
+
+    from sampler.experiments.cost import saved_activation_bytes
+
+    def activations() -> int:
+        gc.collect()
+        return sum(1 for o in gc.get_objects()
+                   if type(o) is torch.Tensor and o.dim() == 4 and o.shape[0] == 4 and o.shape[1] in (8, 16))
+
+    model = build_model(widths=[8, 16])
+    before = activations()
+    counted = [saved_activation_bytes(model, torch.randn(4, 3, 32, 32), lambda out: out.mean()) for _ in range(3)]
+    assert counted[0] > 4 * 8 * 32 * 32 * 4 and counted == counted[:1] * 3
+    assert activations() == before
