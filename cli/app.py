@@ -32,6 +32,7 @@ def train(ctx: typer.Context) -> None:
     from sampler.experiments.overrides import check_override_keys
     from sampler.experiments.sweep import last_sweep
 
+    from .task import check_resume_args
     from .task import train as hydra_train
 
     # Hydra reads its overrides and flags from sys.argv (it refuses injected
@@ -39,6 +40,7 @@ def train(ctx: typer.Context) -> None:
     sys.argv = ["sampler", *ctx.args]
     last_sweep.clear()
     try:
+        check_resume_args(ctx.args)
         check_override_keys(ctx.args)
         hydra_train()
     except KeyboardInterrupt:

@@ -32,13 +32,24 @@ def _parallel_jobs(hc: DictConfig) -> int:
     return 1
 
 
+RESUME_NEEDS_MULTIRUN = "reruns the unfinished jobs of a sweep; add -m (a single run has no finished jobs to skip)"
+
+
+def check_resume_args(args: list[str]) -> None:
+    """`resume=` on the command line without -m, refused before Hydra makes a run dir."""
+    multirun = any(a in ("-m", "--multirun") or a.lower() == "hydra.mode=multirun" for a in args)
+    resumed = any(a.startswith("resume=") and a.split("=", 1)[1].lower() not in ("false", "null", "")
+                  for a in args)
+    if resumed and not multirun:
+        raise ConfigError("resume", RESUME_NEEDS_MULTIRUN)
+
+
 @hydra.main(version_base="1.3", config_path="pkg://sampler.configs", config_name="train")
 def train(cfg: DictConfig) -> float | None:
     hc = HydraConfig.get()
     if hc.mode != RunMode.MULTIRUN:
-        if cfg.get("resume"):
-            report(ConfigError("resume", "reruns the unfinished jobs of a sweep; add -m "
-                               "(a single run has no finished jobs to skip)"))
+        if cfg.get("resume"):  # set in a preset: the command line is checked before Hydra
+            report(ConfigError("resume", RESUME_NEEDS_MULTIRUN))
             raise SystemExit(USER_ERROR)
         return _train(cfg, hc, multirun=False)
     run_dir = Path(hc.runtime.output_dir)

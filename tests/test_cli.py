@@ -49,6 +49,12 @@ def test_user_errors_are_one_paragraph_and_exit_2(cli, args: list[str], key: str
     assert "Traceback" not in proc.stderr + proc.stdout
 
 
+def test_resume_without_multirun_is_refused_before_a_run_dir_exists(cli, tmp_path: Path) -> None:
+    proc = cli("train", "resume=true", "data.subset=100")
+    assert proc.returncode == 2 and "resume" in proc.stderr and "add -m" in proc.stderr
+    assert not (tmp_path / "outputs").exists(), "no empty run dir is left behind"
+
+
 def test_a_misspelt_key_is_named_with_a_suggestion(cli) -> None:
     proc = cli("train", "model.poool=avg")
     assert proc.returncode == 2
