@@ -4,7 +4,6 @@ between classification and segmentation (batches, loss, metrics, pictures) is
 asked of the task (experiments/tasks.py)."""
 from __future__ import annotations
 
-import gc
 import logging
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ from sampler.blocks.registry import call_with_accepted
 from .atomic import save_torch
 from .cost import count_cost, saved_activation_bytes
 from .data import DATASETS, DataSpec, cache_root
-from .env import (peak_memory_mb, resolve_device, resolve_precision, seconds_since_process_start,
+from .env import (peak_memory_mb, reset_peak_memory, resolve_device, resolve_precision, seconds_since_process_start,
                   seed_everything, setup_threads)
 from .errors import ConfigError, Diverged
 from .loop import autocast, train_epoch
@@ -69,25 +68,6 @@ def _check_trainer(t: dict[str, Any]) -> None:
         raise ConfigError("trainer.label_smoothing", f"{t['label_smoothing']} must be in [0, 1)")
 
 
-def _reset_peak_memory(device: torch.device) -> None:
-    """Start this job's memory/peak_mb afresh: jobs of a sweep that share one process
-    (Hydra's basic launcher) would otherwise each report the largest job so far.
-    (A neighbour of env.peak_memory_mb by rights.) Tensors of the previous job that only
-    a reference cycle still holds are collected first so they do not count here: on a
-    GPU, one config gave 405 MB in a fresh joblib worker and 529 and 504 MB in reused
-    ones (the likely cause; not re-measured on a GPU since)."""
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-        return
-    try:
-        with open("/proc/self/clear_refs", "w") as f:  # Linux: "5" resets the peak resident set size
-            f.write("5")
-    except OSError:
-        pass  # elsewhere the peak counts from the start of the process
-
-
 def train(cfg: dict[str, Any], run_dir: Path, overrides: list[str], parallel_jobs: int = 1) -> dict[str, Any]:
     """Train and evaluate one configuration; everything lands in `run_dir`."""
     record = RunRecord(run_dir, cfg, overrides, HPARAM_DOMAINS)
@@ -125,7 +105,7 @@ def _train(cfg: dict[str, Any], record: RunRecord, parallel_jobs: int, clock: _S
     _check_trainer(t)
     generator = seed_everything(cfg["seed"])
     device = resolve_device(t["device"])
-    _reset_peak_memory(device)
+    reset_peak_memory(device)
     precision = resolve_precision(t["precision"], device)
     threads = setup_threads(t["threads"], parallel_jobs)
     task = TASKS.get(cfg["task"]["name"], "task.name")(cfg)
