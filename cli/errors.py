@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 
 from sampler.experiments.errors import ConfigError
 
@@ -11,4 +12,6 @@ INTERRUPTED = 130
 
 def report(error: ConfigError) -> None:
     console = Console(stderr=True, highlight=False, soft_wrap=True)
-    console.print(f"[bold red]error:[/bold red] [bold]{error.key}[/bold]: {error.message}", markup=True)
+    # Escaped: messages quote config values such as [conv,pool,norm,act], which rich
+    # would otherwise take for markup tags and drop.
+    console.print(f"[bold red]error:[/bold red] [bold]{escape(error.key)}[/bold]: {escape(error.message)}", markup=True)

@@ -415,6 +415,7 @@ def notes(report: Report) -> list[str]:
 
 def print_table(report: Report) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     header, body = table_cells(report)
@@ -424,7 +425,8 @@ def print_table(report: Report) -> None:
     for v, cells in zip(report.variants, body):
         best = v.verdict.startswith("best")
         style = "bold green" if best else ("dim" if v.verdict == "worse" else "")
-        table.add_row(*[("★ " if best and i == 0 else "") + c for i, c in enumerate(cells)],
+        # Escaped: a label such as model.order=[conv,pool,norm,act] is not a markup tag.
+        table.add_row(*[("★ " if best and i == 0 else "") + escape(c) for i, c in enumerate(cells)],
                       style=style)
     console = Console(highlight=False)
     if not console.is_terminal:  # piped into a file: no reason to squeeze into 80 columns

@@ -214,6 +214,7 @@ def hparam_kind(values: list[Any]) -> str:
 class SweepSummary(Callback):
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
         from rich.console import Console
+        from rich.markup import escape
 
         from .compare import find_runs
 
@@ -225,7 +226,7 @@ class SweepSummary(Callback):
         console = Console(stderr=True, highlight=False, soft_wrap=True)
         console.print(f"sweep {sweep_dir}: {len(runs) - len(failed)} of {len(runs)} jobs completed")
         for run in failed:
-            console.print(f"  [red]{run.status}[/red] {run.name}: {run.error}")
+            console.print(f"  [red]{run.status}[/red] {escape(f'{run.name}: {run.error}')}")
         summary = write_summary(sweep_dir, runs)
         if summary is not None:
             console.print(f"summary: {summary}   (sampler compare {sweep_dir} for more)")

@@ -35,7 +35,7 @@ def test_cfg_job_prints_the_composed_config(cli) -> None:
 
 @pytest.mark.parametrize("args,key,needle", [
     (["model.pool=maxx"], "model.pool", "avg, conv, max, none"),
-    (["model.order=[conv,norm,act]"], "model.order", "permutation"),
+    (["model.order=[conv,norm,act]"], "model.order", "for example [conv,norm,act,pool] or"),  # not eaten as markup
     (["model.widths=[8,8,8,8,8,8]"], "model.widths", "stages"),
     (["trainer.epochs=0"], "trainer.epochs", "positive integer"),
     (["trainer.device=tpu"], "trainer.device", "auto, cpu, cuda, mps"),

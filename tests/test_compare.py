@@ -259,6 +259,20 @@ def test_markdown_csv_and_table(compare, sweep: Path) -> None:
     assert "★ model.pool=max" in table and "95% CI" in table
 
 
+def test_list_valued_variants_keep_their_brackets_in_the_table(compare, tmp_path: Path) -> None:
+    # rich read "[conv,pool,norm,act]" as a markup tag: a block_order sweep's table
+    # showed every variant as "model.order=".
+    root = tmp_path / "sweep"
+    for order in ("conv,norm,act,pool", "conv,pool,norm,act"):
+        for seed in (0, 1):
+            run = fake_run(root, f"{order}_{seed}", seed, **{"test/acc": 0.5 + seed / 10})
+            metrics = json.loads((run / "metrics.json").read_text())
+            metrics["config"]["model"]["order"] = order.split(",")
+            write_json(run / "metrics.json", metrics)
+    table = compare(str(root), check=True).stdout
+    assert "model.order=[conv,pool,norm,act]" in table and "model.order=[conv,norm,act,pool]" in table
+
+
 @pytest.mark.parametrize("args, words", [
     (["nowhere"], ["nowhere: does not exist", "outputs/multirun/<time>"]),
     (["EMPTY"], ["holds no run directories", "sampler train -m"]),
