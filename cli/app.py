@@ -78,6 +78,9 @@ def bench(
     subset: Optional[int] = typer.Option(None, help="training images (class-balanced); default all"),
     data_root: Optional[str] = typer.Option(None, "--data-root", help="like data.root; default $SAMPLER_DATA or data/"),
     widths: List[int] = typer.Option([32, 64, 128, 256], help="stage widths of the benchmarked stack"),
+    order: str = typer.Option("conv,norm,act,pool", help="like model.order, comma-separated"),
+    batch_size: int = typer.Option(64, "--batch-size", help="both pipelines; the lr scales with it (0.05 per 64)"),
+    precision: str = typer.Option("fp32", help="sampler's pipeline only: fp32 | bf16 | auto; the tutorial's is fp32"),
     seed: int = typer.Option(0),
     skip_tutorial: bool = typer.Option(False, help="only time sampler's pipeline"),
 ) -> None:
@@ -88,7 +91,8 @@ def bench(
     from sampler.experiments.bench import run_bench
 
     _user_errors(run_bench, epochs=epochs, subset=subset, data_root=data_root, widths=widths,
-                 seed=seed, skip_tutorial=skip_tutorial)
+                 seed=seed, skip_tutorial=skip_tutorial, batch_size=batch_size,
+                 order=[s.strip() for s in order.split(",")], precision=precision)
 
 
 @app.command(context_settings=HYDRA_ARGS)

@@ -9,8 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
-from conftest import TINY, needs_cifar, read_metrics, run_dirs
+from conftest import SHARED_DATA, TINY, needs_cifar, read_metrics, run_dirs
 from sampler.blocks import build_model
 
 
@@ -137,3 +138,24 @@ def test_ctrl_c_records_interrupted_and_exits_130(tmp_path: Path, cache_dir: Pat
     m = read_metrics(runs[0])
     assert m["status"] == "interrupted" and m["history"]
     json.loads((runs[0] / "metrics.json").read_text())  # complete, parseable
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "cifar10" / "train").is_dir(), reason="the tutorial pipeline reads the JPEG tree")
+def test_bench_times_both_pipelines_and_the_arithmetic_they_stand_for(cli) -> None:
+    from sampler.experiments.cost import count_flops
+
+    out = cli("bench", "--epochs", "1", "--subset", "200", "--widths", "8", "--widths", "16",
+              "--batch-size", "50", check=True).stdout
+    rows = {}
+    for line in out.splitlines():
+        cells = [c.strip() for c in line.strip("│ ").split("│")]
+        if cells[0] in ("sampler", "tutorial"):
+            rows[cells[0]] = cells
+    assert set(rows) == {"sampler", "tutorial"}, out
+    train_flops = 3 * count_flops(build_model(widths=[8, 16]), torch.zeros(1, 3, 32, 32))
+    for name, (_, precision, img_s, gflop_s, *_rest) in rows.items():
+        assert precision == "fp32"
+        assert float(gflop_s) == pytest.approx(float(img_s) * train_flops / 1e9, abs=0.05 + train_flops / 1e9)
+    speedup = float(rows["sampler"][-1].rstrip("x"))
+    assert speedup == pytest.approx(float(rows["sampler"][2]) / float(rows["tutorial"][2]), abs=0.01)
+
