@@ -1,13 +1,17 @@
 """Device-independent cost figures that need no timing."""
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Iterable
 
 import torch
 from torch import nn
+from torch.multiprocessing.reductions import StorageWeakRef
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from .atomic import write_json
 
@@ -84,3 +88,57 @@ def saved_activation_bytes(model: nn.Module, x: torch.Tensor, loss: Callable[[to
     model.load_state_dict(buffers)
     model.train(was_training)
     return sum(storages.values())
+
+
+class LiveTensorBytes(TorchDispatchMode):
+    """The most bytes that tensors made by ops held at once, looked at after every op.
+
+    Each storage counts once (views and in-place results share their input's) for as
+    long as anything keeps it alive: a Python name, autograd's saved tensors, a
+    gradient. Tensors made before the mode (the input batch) and the storages of
+    `ignore` (parameters) are not counted. What an op allocates and frees inside
+    itself (oneDNN workspaces) is not seen.
+    """
+
+    def __init__(self, ignore: Iterable[torch.Tensor] = ()):
+        super().__init__()
+        self.ignore = {StorageWeakRef(t.untyped_storage()).cdata for t in ignore}
+        self.live: dict[int, tuple[StorageWeakRef, int]] = {}
+        self.peak = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        # Freed storages first, so that an address reused by this op's output is counted anew.
+        self.live = {k: v for k, v in self.live.items() if not v[0].expired()}
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor):
+                ref = StorageWeakRef(t.untyped_storage())
+                if ref.cdata not in self.ignore and ref.cdata not in self.live:
+                    self.live[ref.cdata] = (ref, t.untyped_storage().nbytes())
+        self.peak = max(self.peak, sum(n for _, n in self.live.values()))
+        return out
+
+
+def activation_memory(model: nn.Module, x: torch.Tensor, loss: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, int]:
+    """Activation bytes of one batch `x`, counted tensor by tensor on a copy of the model
+    (its weights, gradients and BatchNorm statistics stay as they were):
+
+    - `saved`: what autograd keeps for backward after a training forward;
+    - `train_peak`: the most held at once over a training forward and backward: the saved
+      tensors, outputs nobody keeps (a BatchNorm output before a ReLU that is not in
+      place) and the gradients, parameters' included;
+    - `inference_peak`: the most held at once by an eval-mode forward under no_grad.
+
+    All three count the input batch.
+
+    These are what `ReLU(inplace=True)`, the block order or an upsampling mode change,
+    independent of device and allocator (on a GPU, `memory/peak_mb` is the allocator's).
+    """
+    model = copy.deepcopy(model).train()
+    saved = saved_activation_bytes(model, x, loss)  # the input batch included, which the first conv keeps
+    with LiveTensorBytes(ignore=model.parameters()) as train:
+        loss(model(x.clone())).backward()  # cloned inside, so the input batch counts here too
+    model.eval()
+    with torch.no_grad(), LiveTensorBytes(ignore=model.parameters()) as inference:
+        model(x.clone())
+    return {"saved": saved, "train_peak": train.peak, "inference_peak": inference.peak}

@@ -17,7 +17,7 @@ from sampler.blocks import (ACTS, HEAD_STYLES, HEADS, NORMS, POOLS, UPSAMPLERS, 
 from sampler.blocks.registry import call_with_accepted
 
 from .atomic import save_torch
-from .cost import count_cost, saved_activation_bytes
+from .cost import activation_memory, count_cost
 from .data import DATASETS, DataSpec, cache_root
 from .env import (peak_memory_mb, reset_peak_memory, resolve_device, resolve_precision, seconds_since_process_start,
                   seed_everything, setup_threads)
@@ -112,10 +112,12 @@ def _train(cfg: dict[str, Any], record: RunRecord, parallel_jobs: int, clock: _S
     model, spec = make_model(cfg)
     task.check_model(model)
     params, flops = count_cost(model, example_input(spec), cache_root(cfg["data"].get("cache_dir")))
-    saved = saved_activation_bytes(model, example_input(spec, t["batch_size"]), lambda out: out.float().mean())
-    record.update({"model/params": params, "model/flops": flops, "memory/saved_activations_mb": saved / 2**20,
-                   "device": str(device),
-                   "precision": precision, "threads": threads})
+    memory = activation_memory(model, example_input(spec, t["batch_size"]), lambda out: out.float().mean())
+    record.update({"model/params": params, "model/flops": flops,
+                   "memory/saved_activations_mb": memory["saved"] / 2**20,
+                   "memory/step_peak_mb": memory["train_peak"] / 2**20,
+                   "memory/inference_peak_mb": memory["inference_peak"] / 2**20,
+                   "device": str(device), "precision": precision, "threads": threads})
     log.info("model: %s params, %.1f MFLOPs per image; %s, %s, %d threads",
              f"{params:,}", flops / 1e6, device, precision, threads)
 

@@ -11,6 +11,7 @@ from rich.table import Table
 from sampler.blocks import HEAD_STYLES, REGISTRIES, UPSAMPLERS
 from sampler.blocks.registry import call_with_accepted
 
+from .cost import activation_memory
 from .data import DATASETS, cache_root
 from .optim import OPTIMIZERS, SCHEDULES
 from .runner import example_input, make_model
@@ -67,7 +68,14 @@ def print_model_summary(overrides: Sequence[str]) -> None:
     total_flops = sum(r["flops"] for r in rows)
     table.add_section()
     table.add_row("total", "", "", f"{total_params:,}", f"{total_flops / 1e6:.2f}")
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    batch = cfg["trainer"]["batch_size"]
+    memory = activation_memory(model, example_input(spec, batch), lambda out: out.float().mean())
+    console.print(f"activation memory for a batch of {batch} (trainer.batch_size), fp32: "
+                  f"{memory['saved'] / 2**20:.2f} MB saved for backward, "
+                  f"{memory['train_peak'] / 2**20:.2f} MB at the training step's peak, "
+                  f"{memory['inference_peak'] / 2**20:.2f} MB at the no_grad forward's peak", highlight=False)
 
 
 def experiment_presets() -> list[str]:

@@ -167,7 +167,7 @@ def test_counting_saved_activations_leaves_none_of_them_alive() -> None:
     # batch of activations, 218 MB a job in a CamVid sweep run in one process.
     import gc
 
-    from sampler.experiments.cost import saved_activation_bytes
+    from sampler.experiments.cost import activation_memory, saved_activation_bytes
 
     def activations() -> int:
         gc.collect()
@@ -179,3 +179,46 @@ def test_counting_saved_activations_leaves_none_of_them_alive() -> None:
     counted = [saved_activation_bytes(model, torch.randn(4, 3, 32, 32), lambda out: out.mean()) for _ in range(3)]
     assert counted[0] > 4 * 8 * 32 * 32 * 4 and counted == counted[:1] * 3
     assert activations() == before
+    peaks = [activation_memory(model, torch.randn(4, 3, 32, 32), lambda out: out.mean()) for _ in range(3)]
+    assert peaks == peaks[:1] * 3 and activations() == before
+
+
+def test_live_tensor_bytes_sees_transients_views_and_in_place_results() -> None:
+    from sampler.experiments.cost import LiveTensorBytes
+
+    x = torch.ones(1024)  # 4 KiB, made before the mode: not counted
+    with LiveTensorBytes() as out_of_place:
+        a = x * 2
+        b = a * 3  # a and b alive together: the transient an out-of-place op costs
+        del a
+        c = b.view(32, 32) + 1  # the view shares b's storage
+        del b, c
+    with LiveTensorBytes() as in_place:
+        a = x * 2
+        a.mul_(3).add_(1)
+        del a
+    assert (out_of_place.peak, in_place.peak) == (2 * 4096, 4096)
+
+
+def test_activation_memory_by_hand_and_the_model_is_left_alone() -> None:
+    from sampler.experiments.cost import activation_memory
+
+    batch = 4 * 3 * 32 * 32 * 4  # bytes of the fp32 input
+    unit = 4 * 8 * 32 * 32 * 4  # one 8-channel 32x32 map
+    for inplace in (False, True):
+        model = build_model(widths=[8], act_args={"inplace": inplace})
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        mem = activation_memory(model, torch.randn(4, 3, 32, 32), lambda out: out.mean())
+        # Eval forward: the input, the conv output and BatchNorm's output are alive together
+        # (the conv output until BatchNorm returns); an in-place ReLU comes after that peak.
+        assert mem["inference_peak"] == batch + 2 * unit
+        assert mem["train_peak"] >= mem["saved"] >= batch + 2 * unit  # input, conv output, ReLU output
+        assert all(p.grad is None for p in model.parameters()) and model.training
+        assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    # Pooling before BatchNorm and ReLU normalises a 4x smaller map: less held at the peak.
+    classic, pooled_first = (activation_memory(build_model(widths=[32, 64], order=order), torch.randn(16, 3, 32, 32),
+                                               lambda out: out.mean())
+                             for order in (["conv", "norm", "act", "pool"], ["conv", "pool", "norm", "act"]))
+    assert pooled_first["train_peak"] < classic["train_peak"]
+    assert pooled_first["inference_peak"] < classic["inference_peak"]
+

@@ -27,6 +27,12 @@ def test_inspect_builds_without_data_and_counts_params(cli) -> None:
     expected = sum(p.numel() for p in build_model(widths=[16, 32], pool="avg").parameters())
     assert f"{expected:,}" in proc.stdout
     assert "AvgPool2d" in proc.stdout and "1x32x8x8" in proc.stdout
+    from sampler.experiments.cost import activation_memory
+
+    memory = activation_memory(build_model(widths=[16, 32], pool="avg"), torch.zeros(64, 3, 32, 32),
+                               lambda out: out.mean())  # 64: the default trainer.batch_size
+    assert (f"{memory['saved'] / 2**20:.2f} MB saved for backward, {memory['train_peak'] / 2**20:.2f} MB at the "
+            f"training step's peak, {memory['inference_peak'] / 2**20:.2f} MB") in proc.stdout
 
 
 def test_cfg_job_prints_the_composed_config(cli) -> None:
@@ -70,7 +76,8 @@ def test_train_end_to_end_on_the_shared_data(cli, tmp_path: Path) -> None:
     m = read_metrics(run)
     assert m["status"] == "completed" and m["seed"] == 3 and m["error"] is None
     for key in ("test/acc", "val/acc_best", "train/images_per_s", "time/total_s", "model/params",
-                "model/flops", "memory/saved_activations_mb", "precision", "versions", "git"):
+                "model/flops", "memory/saved_activations_mb", "memory/step_peak_mb", "memory/inference_peak_mb",
+                "precision", "versions", "git"):
         assert m[key] is not None, key
     assert 0.0 <= m["test/acc"] <= 1.0 and m["precision"] == "fp32"
     assert m["overrides"] == [*TINY, "seed=3"]
