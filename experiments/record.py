@@ -19,7 +19,8 @@ from .env import git_state, versions
 STATUSES = ("running", "completed", "failed", "interrupted", "diverged")
 # Keys that describe where things are, not what was run: kept out of the HParams table.
 NOT_HPARAMS = ("data.root", "data.cache_dir", "trainer.progress", "data.download")
-HPARAM_METRICS = ("val/acc_best", "test/acc", "test/loss", "train/images_per_s", "time/total_s")
+HPARAM_METRICS = ("val/acc_best", "test/acc", "test/loss", "train/images_per_s", "time/total_s",
+                  "memory/step_peak_mb")
 
 
 def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

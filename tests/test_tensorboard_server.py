@@ -109,7 +109,7 @@ def test_hparams_and_scalars_served_by_a_real_tensorboard(cli, tmp_path: Path) -
         assert infos["trainer.channels_last"]["domainDiscrete"] == ["false", "true"]
         assert infos["optim.lr"]["type"] == "DATA_TYPE_FLOAT64"
         metric_tags = {m["name"]["tag"] for m in experiment["metricInfos"]}
-        assert {"test/acc", "val/acc_best", "train/images_per_s"} <= metric_tags
+        assert {"test/acc", "val/acc_best", "train/images_per_s", "memory/step_peak_mb"} <= metric_tags
 
         groups = server.wait_for(lambda: (lambda g: g if g.get("totalSize") == 2 else None)(
             session_groups(server, infos, experiment["metricInfos"])))
@@ -117,8 +117,9 @@ def test_hparams_and_scalars_served_by_a_real_tensorboard(cli, tmp_path: Path) -
         assert set(by_optim) == {"sgd", "adamw"}
         for name, group in by_optim.items():
             assert set(group["hparams"]) == set(infos), f"{name}: every job writes every key"
-            test_acc = next(m["value"] for m in group["metricValues"] if m["name"]["tag"] == "test/acc")
-            assert test_acc == pytest.approx(runs[name][1]["test/acc"], rel=1e-6)
+            for tag in ("test/acc", "memory/step_peak_mb"):
+                value = next(m["value"] for m in group["metricValues"] if m["name"]["tag"] == tag)
+                assert value == pytest.approx(runs[name][1][tag], rel=1e-6), tag
         for key in infos:  # one type per column: TensorBoard can filter and sort all of them
             assert len({type(g["hparams"][key]) for g in groups["sessionGroups"]}) == 1, key
         assert by_optim["adamw"]["hparams"]["optim.momentum"] == "none"
