@@ -36,7 +36,7 @@ NOT_VARIANT = ("seed", "resume", *NOT_HPARAMS)
 RECORDED = ("precision", "device")
 COSTS = {  # metrics.json key: column title
     "model/params": "params", "model/flops": "MFLOPs", "train/images_per_s": "img/s",
-    "time/total_s": "time s", "memory/peak_mb": "peak MB",
+    "time/total_s": "time s", "memory/step_peak_mb": "step peak MB", "memory/peak_mb": "peak MB",
 }
 SCALE = {"model/flops": 1e-6}
 LOWER_IS_BETTER = ("loss", "time/", "memory/", "model/")

@@ -80,7 +80,8 @@ def fake_run(root: Path, name: str, seed: int, status: str = "completed", pool: 
         "overrides": [f"model.pool={pool}", f"seed={seed}", "data.subset=200", f"trainer.epochs={epochs}"],
         "error": "ValueError: boom" if status == "failed" else None, "precision": "fp32", "device": "cpu",
         "model/params": 1000 if pool == "max" else 1200, "model/flops": 2e6, "time/total_s": 10.0 + seed,
-        "memory/peak_mb": 500.0, "train/images_per_s": 3000.0, **metrics})
+        "memory/peak_mb": 500.0, "memory/step_peak_mb": 40.0 if pool == "max" else 30.0,
+        "train/images_per_s": 3000.0, **metrics})
     return run
 
 
@@ -254,9 +255,10 @@ def test_markdown_csv_and_table(compare, sweep: Path) -> None:
     rows = list(csv.DictReader(io.StringIO(compare(str(sweep), "--format", "csv", check=True).stdout)))
     assert [r["variant"] for r in rows] == ["model.pool=max", "model.pool=avg"]
     assert float(rows[1]["mean"]) == pytest.approx(np.mean(AVG))
+    assert [float(r["memory/step_peak_mb"]) for r in rows] == [40.0, 30.0]  # the activation-memory cost column
     assert json.loads(rows[0]["seeds"]) == [0, 1, 2]
     table = compare(str(sweep), check=True).stdout
-    assert "★ model.pool=max" in table and "95% CI" in table
+    assert "★ model.pool=max" in table and "95% CI" in table and "step peak MB" in table
 
 
 def test_list_valued_variants_keep_their_brackets_in_the_table(compare, tmp_path: Path) -> None:
