@@ -28,8 +28,39 @@ def compose(overrides: Sequence[str]) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
 
 
+def _pair(v: Any) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def sliding_window(module: torch.nn.Module) -> tuple[tuple[int, int], ...] | None:
+    """(kernel, stride, dilation), each (H, W), of a layer that slides a window; else None."""
+    if isinstance(module, (torch.nn.Conv2d, torch.nn.MaxPool2d)):
+        return _pair(module.kernel_size), _pair(module.stride or module.kernel_size), _pair(module.dilation)
+    if isinstance(module, torch.nn.AvgPool2d):
+        return _pair(module.kernel_size), _pair(module.stride or module.kernel_size), (1, 1)
+    return None
+
+
+def receptive_fields(rows: list[dict[str, Any]], prefix: str = "encoder.") -> None:
+    """The theoretical receptive field (H, W) in input pixels of every `prefix` layer, in the
+    order they ran: each window of k taps, d apart, widens it by (k - 1) * d times the
+    stride of the map it reads, and strides multiply. Padding does not change it. Layers
+    outside the chain (a segmentation head with its skips) get None."""
+    field, jump = [1, 1], [1, 1]
+    for row in rows:
+        if not row["name"].startswith(prefix):
+            row["rf"] = None
+            continue
+        if row["window"] is not None:
+            kernel, stride, dilation = row["window"]
+            for axis in (0, 1):
+                field[axis] += (kernel[axis] - 1) * dilation[axis] * jump[axis]
+                jump[axis] *= stride[axis]
+        row["rf"] = tuple(field)
+
+
 def layer_table(model: torch.nn.Module, x: torch.Tensor) -> list[dict[str, Any]]:
-    """Per leaf module: output shape, own parameters, forward FLOPs for `x`."""
+    """Per leaf module: output shape, own parameters, forward FLOPs for `x`, receptive field."""
     from torch.utils.flop_counter import FlopCounterMode
 
     rows: list[dict[str, Any]] = []
@@ -39,7 +70,7 @@ def layer_table(model: torch.nn.Module, x: torch.Tensor) -> list[dict[str, Any]]
             def record(mod: torch.nn.Module, args: Any, out: Any, name: str = name) -> None:
                 shape = tuple(out.shape) if isinstance(out, torch.Tensor) else tuple(out[0].shape)
                 rows.append({"name": name, "type": type(mod).__name__, "shape": shape,
-                             "params": sum(p.numel() for p in mod.parameters())})
+                             "params": sum(p.numel() for p in mod.parameters()), "window": sliding_window(mod)})
             hooks.append(module.register_forward_hook(record))
     model.eval()
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
@@ -50,7 +81,14 @@ def layer_table(model: torch.nn.Module, x: torch.Tensor) -> list[dict[str, Any]]
     prefix = type(model).__name__ + "."
     for row in rows:
         row["flops"] = sum(flops.get(prefix + row["name"], {}).values())
+    receptive_fields(rows)
     return rows
+
+
+def _show_rf(rf: tuple[int, int] | None) -> str:
+    if rf is None:
+        return ""
+    return str(rf[0]) if rf[0] == rf[1] else f"{rf[0]}x{rf[1]}"
 
 
 def print_model_summary(overrides: Sequence[str]) -> None:
@@ -59,17 +97,21 @@ def print_model_summary(overrides: Sequence[str]) -> None:
     rows = layer_table(model, example_input(spec))
     height, width = spec.height_width
     table = Table(title=f"{cfg['data']['name']} input 1x{spec.in_channels}x{height}x{width}")
-    for col in ("layer", "type", "output shape", "params", "MFLOPs"):
-        table.add_column(col, justify="right" if col in ("params", "MFLOPs") else "left")
+    for col in ("layer", "type", "output shape", "params", "MFLOPs", "RF px"):
+        table.add_column(col, justify="right" if col in ("params", "MFLOPs", "RF px") else "left")
     for r in rows:
         table.add_row(r["name"], r["type"], "x".join(map(str, r["shape"])), f"{r['params']:,}",
-                      f"{r['flops'] / 1e6:.2f}" if r["flops"] else "")
+                      f"{r['flops'] / 1e6:.2f}" if r["flops"] else "", _show_rf(r["rf"]))
     total_params = sum(p.numel() for p in model.parameters())
     total_flops = sum(r["flops"] for r in rows)
     table.add_section()
     table.add_row("total", "", "", f"{total_params:,}", f"{total_flops / 1e6:.2f}")
     console = Console()
     console.print(table)
+    encoder_rf = [r["rf"] for r in rows if r["rf"] is not None]
+    if encoder_rf:
+        console.print(f"receptive field of the encoder's output: {_show_rf(encoder_rf[-1])} px "
+                      f"(theoretical; the input is {height}x{width})", highlight=False)
     batch = cfg["trainer"]["batch_size"]
     memory = activation_memory(model, example_input(spec, batch), lambda out: out.float().mean())
     console.print(f"activation memory for a batch of {batch} (trainer.batch_size), fp32: "

@@ -222,3 +222,19 @@ def test_activation_memory_by_hand_and_the_model_is_left_alone() -> None:
     assert pooled_first["train_peak"] < classic["train_peak"]
     assert pooled_first["inference_peak"] < classic["inference_peak"]
 
+
+def test_receptive_field_by_hand_with_and_without_pooling() -> None:
+    from sampler.experiments.summary import layer_table
+
+    def fields(**kwargs) -> dict[str, tuple[int, int] | None]:
+        rows = layer_table(build_model(widths=[16, 32], **kwargs), torch.zeros(1, 3, 32, 32))
+        return {r["name"]: r["rf"] for r in rows}
+
+    # 3x3 conv: 3; 2x2 pool: +1 = 4, stride 2; 3x3 conv on that map: +2*2 = 8; pool: +1*2 = 10.
+    classic = fields()
+    assert [classic[f"encoder.{s}.0.{p}"] for s in (0, 1) for p in ("conv", "pool")] == [(3, 3), (4, 4), (8, 8), (10, 10)]
+    assert classic["encoder.0.0.norm"] == (3, 3) and classic["head.fc"] is None
+    assert fields(pool="none")["encoder.1.0.conv"] == (5, 5)  # without pooling two 3x3 convs see 5 px
+    assert fields(pool="avg") == classic
+    assert fields(conv_args={"dilation": 2})["encoder.1.0.pool"] == (16, 16)  # 5, 6, 6 + 2*2*2 = 14, 16
+

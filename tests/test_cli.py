@@ -27,6 +27,7 @@ def test_inspect_builds_without_data_and_counts_params(cli) -> None:
     expected = sum(p.numel() for p in build_model(widths=[16, 32], pool="avg").parameters())
     assert f"{expected:,}" in proc.stdout
     assert "AvgPool2d" in proc.stdout and "1x32x8x8" in proc.stdout
+    assert "receptive field of the encoder's output: 10 px" in proc.stdout
     from sampler.experiments.cost import activation_memory
 
     memory = activation_memory(build_model(widths=[16, 32], pool="avg"), torch.zeros(64, 3, 32, 32),
