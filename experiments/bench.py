@@ -65,7 +65,7 @@ def tutorial_batches(folder: Path, indices: Sequence[int], mean: Sequence[float]
 
 
 def _train(name: str, model: nn.Module, batches: Iterable[Any], steps_per_epoch: int, epochs: int, lr: float,
-           precision: str, evaluate_on: TensorLoader, console: Console) -> dict[str, float]:
+           precision: str, evaluate_on: TensorLoader, console: Console) -> dict[str, Any]:
     optimizer = build_optimizer(model, "sgd", lr=lr)
     scheduler = build_scheduler(optimizer, epochs * steps_per_epoch, steps_per_epoch, "onecycle")
     loss_fn, amp = nn.CrossEntropyLoss(), autocast(torch.device("cpu"), precision)
