@@ -7,7 +7,8 @@ A builder returns None for `none`: that part is left out of the unit.
 """
 from __future__ import annotations
 
-from torch import nn
+from torch import Tensor, nn
+from torch.nn import functional as F
 
 from .registry import ConfigError, Registry
 
@@ -16,9 +17,21 @@ NORMS: Registry = Registry("norm")
 ACTS: Registry = Registry("act")
 
 
+class MaxPool2d(nn.MaxPool2d):
+    """nn.MaxPool2d that also hands back where each max came from when asked:
+    `pool(x, with_indices=True)`, for SegNet's unpooling. Asked through the module
+    call, so forward hooks (sampler inspect's table) see this layer either way."""
+
+    def forward(self, x: Tensor, with_indices: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        if with_indices:
+            return F.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode,
+                                return_indices=True)
+        return super().forward(x)
+
+
 @POOLS.register("max", "max pooling (nn.MaxPool2d)")
 def max_pool(channels: int, kernel_size: int = 2, stride: int = 2, padding: int = 0) -> nn.Module:
-    return nn.MaxPool2d(kernel_size, stride, padding)
+    return MaxPool2d(kernel_size, stride, padding)
 
 
 @POOLS.register("avg", "average pooling (nn.AvgPool2d)")

@@ -10,10 +10,9 @@ from collections import OrderedDict
 from typing import Any, NamedTuple, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .layers import ACTS, NORMS, POOLS
+from .layers import ACTS, NORMS, POOLS, MaxPool2d
 from .registry import ConfigError, Registry, call_with_accepted
 
 PARTS = ("conv", "norm", "act", "pool")
@@ -62,10 +61,9 @@ class Encoder(nn.Sequential):
         for stage in self:
             pool = None
             for part in (m for m in stage.modules() if not list(m.children())):
-                if isinstance(part, nn.MaxPool2d):
+                if isinstance(part, MaxPool2d):
                     size = x.shape[-2:]
-                    x, indices = F.max_pool2d(x, part.kernel_size, part.stride, part.padding, part.dilation,
-                                              part.ceil_mode, return_indices=True)
+                    x, indices = part(x, with_indices=True)
                     pool = PoolIndices(indices, size)
                 else:
                     x = part(x)

@@ -237,4 +237,14 @@ def test_receptive_field_by_hand_with_and_without_pooling() -> None:
     assert fields(pool="none")["encoder.1.0.conv"] == (5, 5)  # without pooling two 3x3 convs see 5 px
     assert fields(pool="avg") == classic
     assert fields(conv_args={"dilation": 2})["encoder.1.0.pool"] == (16, 16)  # 5, 6, 6 + 2*2*2 = 14, 16
+    # SegNet's unpooling takes the encoder's indices through the pool module, so its
+    # layers (and their receptive fields) are the same as for any other head.
+    from sampler.blocks import build_segmenter
+
+    def segmenter_fields(upsample: str) -> dict[str, tuple[int, int] | None]:
+        rows = layer_table(build_segmenter(widths=[16, 32], upsample=upsample), torch.zeros(1, 3, 32, 32))
+        return {r["name"]: r["rf"] for r in rows if r["name"].startswith("encoder.")}
+
+    assert segmenter_fields("unpool") == segmenter_fields("bilinear")
+    assert segmenter_fields("unpool")["encoder.1.0.pool"] == (10, 10)
 
