@@ -120,8 +120,8 @@ class LiveTensorBytes(TorchDispatchMode):
 
 
 def activation_memory(model: nn.Module, x: torch.Tensor, loss: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, int]:
-    """Activation bytes of one batch `x`, counted tensor by tensor on a copy of the model
-    (its weights, gradients and BatchNorm statistics stay as they were):
+    """Activation bytes of one fp32 batch `x`, counted tensor by tensor on a CPU copy of the
+    model (its weights, gradients and BatchNorm statistics stay as they were):
 
     - `saved`: what autograd keeps for backward after a training forward;
     - `train_peak`: the most held at once over a training forward and backward: the saved
@@ -134,7 +134,8 @@ def activation_memory(model: nn.Module, x: torch.Tensor, loss: Callable[[torch.T
     These are what `ReLU(inplace=True)`, the block order or an upsampling mode change,
     independent of device and allocator (on a GPU, `memory/peak_mb` is the allocator's).
     """
-    model = copy.deepcopy(model).train()
+    model = copy.deepcopy(model).to("cpu", memory_format=torch.contiguous_format).float().train()
+    x = x.to("cpu", torch.float32, memory_format=torch.contiguous_format)
     saved = saved_activation_bytes(model, x, loss)  # the input batch included, which the first conv keeps
     with LiveTensorBytes(ignore=model.parameters()) as train:
         loss(model(x.clone())).backward()  # cloned inside, so the input batch counts here too

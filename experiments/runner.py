@@ -112,12 +112,8 @@ def _train(cfg: dict[str, Any], record: RunRecord, parallel_jobs: int, clock: _S
     model, spec = make_model(cfg)
     task.check_model(model)
     params, flops = count_cost(model, example_input(spec), cache_root(cfg["data"].get("cache_dir")))
-    memory = activation_memory(model, example_input(spec, t["batch_size"]), lambda out: out.float().mean())
-    record.update({"model/params": params, "model/flops": flops,
-                   "memory/saved_activations_mb": memory["saved"] / 2**20,
-                   "memory/step_peak_mb": memory["train_peak"] / 2**20,
-                   "memory/inference_peak_mb": memory["inference_peak"] / 2**20,
-                   "device": str(device), "precision": precision, "threads": threads})
+    record.update({"model/params": params, "model/flops": flops, "device": str(device), "precision": precision,
+                   "threads": threads})
     log.info("model: %s params, %.1f MFLOPs per image; %s, %s, %d threads",
              f"{params:,}", flops / 1e6, device, precision, threads)
 
@@ -165,6 +161,12 @@ def _train(cfg: dict[str, Any], record: RunRecord, parallel_jobs: int, clock: _S
              "train/images_per_s": train_images / train_seconds, "time/train_s": train_seconds,
              "time/epoch_max_over_first": max(epoch_times) / epoch_times[0],
              "memory/peak_mb": peak_memory_mb(device)}
+    # After the peak is read, and not in start-up (a CamVid batch takes about a second):
+    # counted on a CPU copy, so the figures are the same whatever device trained.
+    memory = activation_memory(model, example_input(spec, t["batch_size"]), lambda out: out.float().mean())
+    final.update({"memory/saved_activations_mb": memory["saved"] / 2**20,
+                  "memory/step_peak_mb": memory["train_peak"] / 2**20,
+                  "memory/inference_peak_mb": memory["inference_peak"] / 2**20})
     if val_batches is not None:
         final.update({f"val/{k}": v for k, v in va.items()})
         final.update({f"val/{k}_best": v for k, v in best_val.items()})
