@@ -215,6 +215,9 @@ def test_activation_memory_by_hand_and_the_model_is_left_alone() -> None:
         assert mem["train_peak"] >= mem["saved"] >= batch + 2 * unit  # input, conv output, ReLU output
         assert all(p.grad is None for p in model.parameters()) and model.training
         assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+        # A trained model comes in whatever layout it trained in; the count is of the fp32 CPU copy.
+        assert activation_memory(model.to(memory_format=torch.channels_last), torch.randn(4, 3, 32, 32),
+                                 lambda out: out.mean()) == mem
     # Pooling before BatchNorm and ReLU normalises a 4x smaller map: less held at the peak.
     classic, pooled_first = (activation_memory(build_model(widths=[32, 64], order=order), torch.randn(16, 3, 32, 32),
                                                lambda out: out.mean())
