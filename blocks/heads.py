@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .layers import MaxPool2d, sliding_window
 from .model import HEADS, Classifier, Encoder, PoolIndices, build_encoder, build_unit, init_weights
 from .registry import ConfigError, Registry, call_with_accepted
 
@@ -157,7 +158,8 @@ def pixel_shuffle(channels: int, factor: int, smooth_init: bool = True) -> nn.Mo
 
 @UPSAMPLERS.register("unpool", "MaxUnpool2d with the encoder's max-pool indices (SegNet); needs model.pool=max")
 def unpool(channels: int, factor: int, stage: nn.Module | None = None) -> nn.Module:
-    pool = next(m for m in stage.modules() if isinstance(m, nn.MaxPool2d))  # type: ignore[union-attr]
+    # The class Encoder.features_with_indices takes indices from, so both find the same pool.
+    pool = next(m for m in stage.modules() if isinstance(m, MaxPool2d))  # type: ignore[union-attr]
     return Unpool(channels, pool.kernel_size, pool.stride, pool.padding)
 
 
@@ -169,11 +171,7 @@ def _side(value: Any) -> int:
 
 def stage_factor(stage: nn.Module) -> int:
     """How many times a stage shrinks its input: the product of its strides."""
-    factor = 1
-    for m in stage.modules():
-        if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
-            factor *= _side(m.stride)
-    return factor
+    return math.prod(window[1][0] for window in map(sliding_window, stage.modules()) if window is not None)
 
 
 def _check_encoder(encoder: Encoder, upsample: str) -> None:

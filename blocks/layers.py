@@ -7,6 +7,8 @@ A builder returns None for `none`: that part is left out of the unit.
 """
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -27,6 +29,20 @@ class MaxPool2d(nn.MaxPool2d):
             return F.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode,
                                 return_indices=True)
         return super().forward(x)
+
+
+def _pair(v: Any) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def sliding_window(module: nn.Module) -> tuple[tuple[int, int], ...] | None:
+    """(kernel, stride, dilation), each (H, W), of a layer that slides a window over the
+    map (conv, max or average pool); None for any other layer."""
+    if isinstance(module, (nn.Conv2d, nn.MaxPool2d)):
+        return _pair(module.kernel_size), _pair(module.stride or module.kernel_size), _pair(module.dilation)
+    if isinstance(module, nn.AvgPool2d):
+        return _pair(module.kernel_size), _pair(module.stride or module.kernel_size), (1, 1)
+    return None
 
 
 @POOLS.register("max", "max pooling (nn.MaxPool2d)")

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sampler.blocks import HEAD_STYLES, REGISTRIES, UPSAMPLERS
+from sampler.blocks.layers import sliding_window
 from sampler.blocks.registry import call_with_accepted
 
 from .cost import activation_memory
@@ -26,19 +27,6 @@ def compose(overrides: Sequence[str]) -> dict[str, Any]:
     with initialize_config_module("sampler.configs", version_base="1.3"):
         cfg = hydra_compose("train", overrides=list(overrides))
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
-
-
-def _pair(v: Any) -> tuple[int, int]:
-    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
-
-
-def sliding_window(module: torch.nn.Module) -> tuple[tuple[int, int], ...] | None:
-    """(kernel, stride, dilation), each (H, W), of a layer that slides a window; else None."""
-    if isinstance(module, (torch.nn.Conv2d, torch.nn.MaxPool2d)):
-        return _pair(module.kernel_size), _pair(module.stride or module.kernel_size), _pair(module.dilation)
-    if isinstance(module, torch.nn.AvgPool2d):
-        return _pair(module.kernel_size), _pair(module.stride or module.kernel_size), (1, 1)
-    return None
 
 
 def receptive_fields(rows: list[dict[str, Any]], prefix: str = "encoder.") -> None:
