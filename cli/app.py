@@ -29,8 +29,8 @@ def train(ctx: typer.Context) -> None:
       sampler train --hydra-help       (Hydra's own flags)
     """
     from sampler.experiments.errors import ConfigError
-    from sampler.experiments.overrides import check_override_keys
-    from sampler.experiments.sweep import last_sweep
+    from sampler.experiments.tools.config import check_override_keys
+    from sampler.experiments.runs.sweep import last_sweep
 
     from .task import check_resume_args
     from .task import train as hydra_train
@@ -59,7 +59,7 @@ def inspect(ctx: typer.Context) -> None:
 
       sampler inspect model.widths=[16,32] model.pool=avg
     """
-    from sampler.experiments.summary import print_model_summary
+    from sampler.experiments.tools.inspect import print_model_summary
 
     _user_errors(print_model_summary, ctx.args)
 
@@ -67,7 +67,7 @@ def inspect(ctx: typer.Context) -> None:
 @app.command("ls")
 def list_choices() -> None:
     """List every registry (pool, norm, act, head, optimizer, schedule, dataset) and the presets."""
-    from sampler.experiments.summary import print_registries
+    from sampler.experiments.tools.inspect import print_registries
 
     print_registries()
 
@@ -88,7 +88,7 @@ def bench(
 
     The tutorial pipeline is torchvision ImageFolder + per-image PIL transforms + a DataLoader, fp32.
     """
-    from sampler.experiments.bench import run_bench
+    from sampler.experiments.tools.bench import run_bench
 
     _user_errors(run_bench, epochs=epochs, subset=subset, data_root=data_root, widths=widths,
                  seed=seed, skip_tutorial=skip_tutorial, batch_size=batch_size,
@@ -101,7 +101,7 @@ def data(ctx: typer.Context) -> None:
 
       sampler data data.root=../shared/datasets
     """
-    from sampler.experiments.summary import print_data_summary
+    from sampler.experiments.tools.inspect import print_data_summary
 
     _user_errors(print_data_summary, ctx.args)
 
@@ -126,7 +126,7 @@ def compare(
       sampler compare outputs/ --metric test/acc --by model.pool --format md > table.md
       sampler compare outputs/multirun/<time> --plot
     """
-    from sampler.experiments.compare import compare as run_compare
+    from sampler.experiments.analysis.compare import compare as run_compare
 
     _user_errors(run_compare, paths, metric=metric, by=by, ignore=ignore, fmt=format, alpha=alpha,
                  goal=goal, plot=plot, out=out)

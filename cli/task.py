@@ -9,8 +9,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from sampler.experiments import runner, sweep
-from sampler.experiments.env import available_cpus
+from sampler.experiments.train import runner
+from sampler.experiments.runs import sweep
+from sampler.experiments.train.env import available_cpus
 from sampler.experiments.errors import ConfigError
 
 from .errors import USER_ERROR, report

@@ -145,7 +145,7 @@ def test_pool_in_the_first_unit_runs_later_convs_on_the_pooled_map() -> None:
 
 
 def test_flop_count_is_cached_per_architecture(tmp_path) -> None:
-    from sampler.experiments.cost import count_cost, count_flops
+    from sampler.experiments.train.cost import count_cost, count_flops
 
     x = torch.zeros(1, 3, 32, 32)
     small, wide = build_model(widths=[8, 16]), build_model(widths=[16, 32])
@@ -167,7 +167,7 @@ def test_counting_saved_activations_leaves_none_of_them_alive() -> None:
     # batch of activations, 218 MB a job in a CamVid sweep run in one process.
     import gc
 
-    from sampler.experiments.cost import activation_memory, saved_activation_bytes
+    from sampler.experiments.train.cost import activation_memory, saved_activation_bytes
 
     def activations() -> int:
         gc.collect()
@@ -184,7 +184,7 @@ def test_counting_saved_activations_leaves_none_of_them_alive() -> None:
 
 
 def test_live_tensor_bytes_sees_transients_views_and_in_place_results() -> None:
-    from sampler.experiments.cost import LiveTensorBytes
+    from sampler.experiments.train.cost import LiveTensorBytes
 
     x = torch.ones(1024)  # 4 KiB, made before the mode: not counted
     with LiveTensorBytes() as out_of_place:
@@ -201,7 +201,7 @@ def test_live_tensor_bytes_sees_transients_views_and_in_place_results() -> None:
 
 
 def test_activation_memory_by_hand_and_the_model_is_left_alone() -> None:
-    from sampler.experiments.cost import activation_memory
+    from sampler.experiments.train.cost import activation_memory
 
     batch = 4 * 3 * 32 * 32 * 4  # bytes of the fp32 input
     unit = 4 * 8 * 32 * 32 * 4  # one 8-channel 32x32 map
@@ -227,7 +227,7 @@ def test_activation_memory_by_hand_and_the_model_is_left_alone() -> None:
 
 
 def test_receptive_field_by_hand_with_and_without_pooling() -> None:
-    from sampler.experiments.summary import layer_table
+    from sampler.experiments.tools.inspect import layer_table
 
     def fields(**kwargs) -> dict[str, tuple[int, int] | None]:
         rows = layer_table(build_model(widths=[16, 32], **kwargs), torch.zeros(1, 3, 32, 32))

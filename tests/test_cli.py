@@ -28,7 +28,7 @@ def test_inspect_builds_without_data_and_counts_params(cli) -> None:
     assert f"{expected:,}" in proc.stdout
     assert "AvgPool2d" in proc.stdout and "1x32x8x8" in proc.stdout
     assert "receptive field of the encoder's output: 10 px" in proc.stdout
-    from sampler.experiments.cost import activation_memory
+    from sampler.experiments.train.cost import activation_memory
 
     memory = activation_memory(build_model(widths=[16, 32], pool="avg"), torch.zeros(64, 3, 32, 32),
                                lambda out: out.mean())  # 64: the default trainer.batch_size
@@ -150,7 +150,7 @@ def test_ctrl_c_records_interrupted_and_exits_130(tmp_path: Path, cache_dir: Pat
 
 @pytest.mark.skipif(not (SHARED_DATA / "cifar10" / "train").is_dir(), reason="the tutorial pipeline reads the JPEG tree")
 def test_bench_times_both_pipelines_and_the_arithmetic_they_stand_for(cli) -> None:
-    from sampler.experiments.cost import count_flops
+    from sampler.experiments.train.cost import count_flops
 
     out = cli("bench", "--epochs", "1", "--subset", "200", "--widths", "8", "--widths", "16",
               "--batch-size", "50", check=True).stdout

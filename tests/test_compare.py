@@ -26,8 +26,8 @@ from conftest import TINY, needs_cifar, read_metrics, run_dirs
 from typer.testing import CliRunner
 
 from sampler.cli.app import app
-from sampler.experiments.atomic import write_json
-from sampler.experiments.plots import history_band, pareto_front
+from sampler.experiments.runs.atomic import write_json
+from sampler.experiments.analysis.plots import history_band, pareto_front
 
 
 # ---------------------------------------------------------------- independent statistics
@@ -317,7 +317,7 @@ def test_pareto_front() -> None:
 
 
 def test_history_band_is_mean_and_std_across_seeds(tmp_path: Path) -> None:
-    from sampler.experiments.compare import build_report, find_runs
+    from sampler.experiments.analysis.compare import build_report, find_runs
 
     accs = [0.3, 0.36, 0.33]
     for seed, acc in enumerate(accs):

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torchvision.io import encode_jpeg
 
-from sampler.experiments.data import (CIFAR10_CLASSES, Split, TensorLoader, balanced_indices,
+from sampler.experiments.data.base import (CIFAR10_CLASSES, Split, TensorLoader, balanced_indices,
                                       load_cifar10, load_cifar10_tensors, split_train)
 from sampler.experiments.errors import ConfigError
 

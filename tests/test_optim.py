@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from sampler.experiments.errors import ConfigError
-from sampler.experiments.optim import SCHEDULES, build_optimizer, build_scheduler
+from sampler.experiments.train.optim import SCHEDULES, build_optimizer, build_scheduler
 
 
 def lrs(name: str, total: int = 100, per_epoch: int = 10, **kwargs) -> list[float]:

@@ -14,10 +14,10 @@ from torch import nn
 from conftest import needs_camvid, read_metrics, run_dirs
 from sampler.blocks import HEAD_STYLES, UPSAMPLERS, ConfigError, Segmenter, build_encoder, build_segmenter
 from sampler.blocks.heads import PixelShuffle, Transposed
-from sampler.experiments.camvid import (CAMVID_CLASSES, CAMVID_PALETTE, SegmentationLoader, load_camvid,
+from sampler.experiments.data.camvid import (CAMVID_CLASSES, CAMVID_PALETTE, SegmentationLoader, load_camvid,
                                         load_camvid_tensors, load_pets)
-from sampler.experiments.data import Split
-from sampler.experiments.segmentation import (VOID, SegmentationMeter, boundaries, boundary_counts, colorize,
+from sampler.experiments.data.base import Split
+from sampler.experiments.train.metrics import (VOID, SegmentationMeter, boundaries, boundary_counts, colorize,
                                               confusion_matrix, confusion_scores, median_frequency_weights,
                                               prediction_grid)
 
@@ -378,8 +378,8 @@ def test_without_augmentation_labels_pass_through() -> None:
 # ---------------------------------------------------------------- configs and CLI
 
 def test_task_segmentation_switches_data_head_and_builds_a_segmenter() -> None:
-    from sampler.experiments.runner import make_model
-    from sampler.experiments.summary import compose
+    from sampler.experiments.train.runner import make_model
+    from sampler.experiments.tools.inspect import compose
 
     cfg = compose(["task=segmentation"])
     assert cfg["data"]["name"] == "camvid" and cfg["head"]["name"] == "decoder"
@@ -390,8 +390,8 @@ def test_task_segmentation_switches_data_head_and_builds_a_segmenter() -> None:
 
 @pytest.mark.parametrize("preset", ["upsample_modes", "head_style", "camvid_fast"])
 def test_segmentation_presets_compose_and_build(preset: str) -> None:
-    from sampler.experiments.runner import make_model
-    from sampler.experiments.summary import compose
+    from sampler.experiments.train.runner import make_model
+    from sampler.experiments.tools.inspect import compose
 
     cfg = compose([f"experiment={preset}"])
     assert cfg["task"]["name"] == "segmentation"

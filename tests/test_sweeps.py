@@ -15,8 +15,8 @@ from pathlib import Path
 
 from conftest import SHARED_DATA, TINY, needs_cifar, read_metrics, run_dirs
 
-from sampler.experiments.env import available_cpus
-from sampler.experiments.sweep import claim, hparam_schema, job_dir_name, new_sweep_dir
+from sampler.experiments.train.env import available_cpus
+from sampler.experiments.runs.sweep import claim, hparam_schema, job_dir_name, new_sweep_dir
 
 
 def sweep_dirs(cwd: Path) -> list[Path]:
@@ -187,7 +187,7 @@ def test_every_job_writes_one_type_per_hparam_key() -> None:
 
 def test_startup_clock_counts_later_jobs_of_a_process_from_their_own_start(monkeypatch) -> None:
     # A sweep's basic launcher runs every job in one process: only its first job pays the imports.
-    from sampler.experiments import runner
+    from sampler.experiments.train import runner
 
     monkeypatch.setattr(runner._StartupClock, "first_job_done", False)
     first, second = runner._StartupClock(), runner._StartupClock()

@@ -17,12 +17,12 @@ from torch import nn
 from sampler.blocks import Segmenter
 from sampler.blocks.registry import Registry
 
-from .camvid import SegmentationLoader
-from .data import DATASETS, Dataset, TensorLoader
-from .errors import ConfigError
+from ..data.camvid import SegmentationLoader
+from ..data.base import DATASETS, Dataset, TensorLoader
+from ..errors import ConfigError
 from .loop import evaluate
-from .record import RunRecord
-from .segmentation import VOID, SegmentationMeter, median_frequency_weights, prediction_grid
+from ..runs.record import RunRecord
+from .metrics import VOID, SegmentationMeter, median_frequency_weights, prediction_grid
 
 TASKS: Registry = Registry("task")
 Loaders = tuple[TensorLoader, "TensorLoader | None", TensorLoader]

@@ -25,8 +25,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from .errors import ConfigError
-from .record import NOT_HPARAMS, flatten
+from ..errors import ConfigError
+from ..runs.record import NOT_HPARAMS, flatten
 
 DEFAULT_METRIC = "test/acc"
 # Keys that never make two runs different variants: the seed is the noise being

@@ -12,11 +12,11 @@ from sampler.blocks import HEAD_STYLES, REGISTRIES, UPSAMPLERS
 from sampler.blocks.layers import sliding_window
 from sampler.blocks.registry import call_with_accepted
 
-from .cost import activation_memory
-from .data import DATASETS, cache_root
-from .optim import OPTIMIZERS, SCHEDULES
-from .runner import example_input, make_model
-from .tasks import TASKS
+from ..train.cost import activation_memory
+from ..data.base import DATASETS, cache_root
+from ..train.optim import OPTIMIZERS, SCHEDULES
+from ..train.runner import example_input, make_model
+from ..train.tasks import TASKS
 
 
 def compose(overrides: Sequence[str]) -> dict[str, Any]:

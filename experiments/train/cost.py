@@ -13,7 +13,7 @@ from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from .atomic import write_json
+from ..runs.atomic import write_json
 
 
 def count_cost(model: nn.Module, x: torch.Tensor, cache_dir: Path | None = None) -> tuple[int, int]:

@@ -28,7 +28,7 @@ from typing import Any, Iterator
 from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 log = logging.getLogger("sampler")
 
@@ -216,7 +216,7 @@ class SweepSummary(Callback):
         from rich.console import Console
         from rich.markup import escape
 
-        from .compare import find_runs
+        from ..analysis.compare import find_runs
 
         sweep_dir = Path(config.hydra.sweep.dir)
         runs = find_runs([sweep_dir], strict=False)
@@ -235,7 +235,7 @@ class SweepSummary(Callback):
 def write_summary(sweep_dir: Path, runs: list[Any]) -> Path | None:
     """`summary.md` in the sweep dir: the comparison table, or why there is none."""
     from .atomic import write_text
-    from .compare import build_report, to_markdown
+    from ..analysis.compare import build_report, to_markdown
 
     path = sweep_dir / "summary.md"
     try:

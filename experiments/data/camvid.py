@@ -15,10 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .data import (DATASETS, IMAGE_SUFFIXES, DataSpec, Dataset, Split, TensorLoader, _decode, _source_key,
+from .base import (DATASETS, IMAGE_SUFFIXES, DataSpec, Dataset, Split, TensorLoader, _decode, _source_key,
                    cached_tensors, channel_stats)
-from .errors import ConfigError
-from .segmentation import VOID
+from ..errors import ConfigError
+from ..train.metrics import VOID
 
 CAMVID_CLASSES = ("Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car",
                   "Pedestrian", "Bicyclist")

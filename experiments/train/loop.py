@@ -9,7 +9,7 @@ from typing import Callable, ContextManager, Iterable
 import torch
 from torch import Tensor, nn
 
-from .errors import Diverged
+from ..errors import Diverged
 
 StepHook = Callable[[int, Tensor, Tensor], None]  # (images so far, loss sum, correct sum)
 BatchHook = Callable[[Tensor, Tensor], None]  # (predicted labels, targets) of one evaluation batch

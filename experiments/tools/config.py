@@ -11,8 +11,8 @@ import difflib
 from importlib import resources
 from typing import Sequence
 
-from .errors import ConfigError
-from .record import flatten
+from ..errors import ConfigError
+from ..runs.record import flatten
 
 
 def config_groups() -> set[str]:
@@ -46,7 +46,7 @@ def check_override_keys(args: Sequence[str]) -> None:
             values.append(key)
     if not values:
         return
-    from .summary import compose
+    from .inspect import compose
 
     try:
         cfg = compose(choices)

@@ -13,7 +13,7 @@ from torch import nn
 
 from sampler.blocks.registry import Registry, accepted, call_with_accepted
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 OPTIMIZERS: Registry = Registry("optimizer")
 SCHEDULES: Registry = Registry("schedule")

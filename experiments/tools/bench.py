@@ -34,12 +34,12 @@ from torch import nn
 
 from sampler.blocks import build_model
 
-from .data import CIFAR10_CLASSES, TensorLoader, balanced_indices, load_cifar10
-from .cost import count_flops
-from .env import resolve_precision, seed_everything, setup_threads
-from .errors import ConfigError
-from .loop import autocast, evaluate, train_epoch
-from .optim import build_optimizer, build_scheduler
+from ..data.base import CIFAR10_CLASSES, TensorLoader, balanced_indices, load_cifar10
+from ..train.cost import count_flops
+from ..train.env import resolve_precision, seed_everything, setup_threads
+from ..errors import ConfigError
+from ..train.loop import autocast, evaluate, train_epoch
+from ..train.optim import build_optimizer, build_scheduler
 
 LR_PER_64 = 0.05       # peak lr of the one-cycle schedule per 64 images of batch (linear scaling)
 TUTORIAL_WORKERS = 2   # DataLoader worker processes, as in the PyTorch CIFAR-10 tutorial

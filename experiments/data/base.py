@@ -20,10 +20,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .atomic import save_torch
+from ..runs.atomic import save_torch
 from sampler.blocks.registry import Registry
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck")

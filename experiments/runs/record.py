@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .atomic import write_json
-from .env import git_state, versions
+from ..train.env import git_state, versions
 
 STATUSES = ("running", "completed", "failed", "interrupted", "diverged")
 # Keys that describe where things are, not what was run: kept out of the HParams table.

@@ -16,16 +16,16 @@ from sampler.blocks import (ACTS, HEAD_STYLES, HEADS, NORMS, POOLS, UPSAMPLERS, 
                             build_head, init_weights)
 from sampler.blocks.registry import call_with_accepted
 
-from .atomic import save_torch
+from ..runs.atomic import save_torch
 from .cost import activation_memory, count_cost
-from .data import DATASETS, DataSpec, cache_root
+from ..data.base import DATASETS, DataSpec, cache_root
 from .env import (peak_memory_mb, reset_peak_memory, resolve_device, resolve_precision, seconds_since_process_start,
                   seed_everything, setup_threads)
-from .errors import ConfigError, Diverged
+from ..errors import ConfigError, Diverged
 from .loop import autocast, train_epoch
 from .optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_scheduler
 from .progress import EpochProgress
-from .record import HPARAM_METRICS, RunRecord
+from ..runs.record import HPARAM_METRICS, RunRecord
 from .tasks import TASKS
 
 log = logging.getLogger("sampler")

@@ -1,0 +1,1 @@
+"""Reading finished runs: statistics, comparison reports, plots, sweep summaries."""

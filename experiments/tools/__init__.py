@@ -1,0 +1,1 @@
+"""Views and benchmarks that need no training run: config, inspect, ls, bench."""

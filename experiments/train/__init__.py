@@ -1,0 +1,1 @@
+"""One training run: environment, model, optimiser, loops, metrics, the runner."""
