@@ -9,8 +9,9 @@ import pytest
 import torch
 from torchvision.io import encode_jpeg
 
-from sampler.experiments.data.base import (CIFAR10_CLASSES, Split, TensorLoader, balanced_indices,
-                                      load_cifar10, load_cifar10_tensors, split_train)
+from sampler.experiments.data import Split, TensorLoader
+from sampler.experiments.data.cifar10 import CIFAR10_CLASSES, load_cifar10, load_cifar10_tensors
+from sampler.experiments.data.splits import balanced_indices, split_train
 from sampler.experiments.errors import ConfigError
 
 

@@ -14,9 +14,9 @@ from torch import nn
 from conftest import needs_camvid, read_metrics, run_dirs
 from sampler.blocks import HEAD_STYLES, UPSAMPLERS, ConfigError, Segmenter, build_encoder, build_segmenter
 from sampler.blocks.heads import PixelShuffle, Transposed
-from sampler.experiments.data.camvid import (CAMVID_CLASSES, CAMVID_PALETTE, SegmentationLoader, load_camvid,
-                                        load_camvid_tensors, load_pets)
-from sampler.experiments.data.base import Split
+from sampler.experiments.data import SegmentationLoader, Split
+from sampler.experiments.data.camvid import CAMVID_CLASSES, CAMVID_PALETTE, load_camvid, load_camvid_tensors
+from sampler.experiments.data.pets import load_pets
 from sampler.experiments.train.metrics import (VOID, SegmentationMeter, boundaries, boundary_counts, colorize,
                                               confusion_matrix, confusion_scores, median_frequency_weights,
                                               prediction_grid)

@@ -34,7 +34,9 @@ from torch import nn
 
 from sampler.blocks import build_model
 
-from ..data.base import CIFAR10_CLASSES, TensorLoader, balanced_indices, load_cifar10
+from ..data import TensorLoader
+from ..data.cifar10 import CIFAR10_CLASSES, load_cifar10
+from ..data.splits import balanced_indices
 from ..train.cost import count_flops
 from ..train.env import resolve_precision, seed_everything, setup_threads
 from ..errors import ConfigError

@@ -13,7 +13,7 @@ from sampler.blocks.layers import sliding_window
 from sampler.blocks.registry import call_with_accepted
 
 from ..train.cost import activation_memory
-from ..data.base import DATASETS, cache_root
+from ..data import DATASETS, cache_root
 from ..train.optim import OPTIMIZERS, SCHEDULES
 from ..train.runner import example_input, make_model
 from ..train.tasks import TASKS

@@ -18,7 +18,7 @@ from sampler.blocks.registry import call_with_accepted
 
 from ..runs.atomic import save_torch
 from .cost import activation_memory, count_cost
-from ..data.base import DATASETS, DataSpec, cache_root
+from ..data import DATASETS, DataSpec, cache_root
 from .env import (peak_memory_mb, reset_peak_memory, resolve_device, resolve_precision, seconds_since_process_start,
                   seed_everything, setup_threads)
 from ..errors import ConfigError, Diverged

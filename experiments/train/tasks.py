@@ -17,12 +17,11 @@ from torch import nn
 from sampler.blocks import Segmenter
 from sampler.blocks.registry import Registry
 
-from ..data.camvid import SegmentationLoader
-from ..data.base import DATASETS, Dataset, TensorLoader
+from ..data import DATASETS, VOID, Dataset, SegmentationLoader, TensorLoader
 from ..errors import ConfigError
-from .loop import evaluate
 from ..runs.record import RunRecord
-from .metrics import VOID, SegmentationMeter, median_frequency_weights, prediction_grid
+from .loop import evaluate
+from .metrics import SegmentationMeter, median_frequency_weights, prediction_grid
 
 TASKS: Registry = Registry("task")
 Loaders = tuple[TensorLoader, "TensorLoader | None", TensorLoader]

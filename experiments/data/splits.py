@@ -1,0 +1,73 @@
+"""The one way a training split is divided: a validation hold-out, then a subset.
+
+Both draw from one generator seeded with `split_seed`, not the run's seed: every
+variant and every seed of a sweep sees the same images, so differences come from
+the model, not the data. With `num_classes` the draws are class-balanced (one
+label per image); without it they are uniform (segmentation masks).
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..errors import ConfigError
+from .base import Split
+
+
+def balanced_indices(labels: Tensor, per_class: int | None, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """A seeded, class-balanced choice of `per_class` indices per class, and the rest."""
+    chosen, rest = [], []
+    for c in labels.unique().tolist():
+        idx = (labels == c).nonzero().flatten()
+        idx = idx[torch.randperm(len(idx), generator=generator)]
+        k = len(idx) if per_class is None else per_class
+        chosen.append(idx[:k])
+        rest.append(idx[k:])
+    return torch.cat(chosen).sort().values, torch.cat(rest).sort().values
+
+
+def _choose(split: Split, n: int, num_classes: int | None, generator: torch.Generator) -> tuple[Split, Split]:
+    if num_classes:
+        chosen, rest = balanced_indices(split.labels, n // num_classes, generator)
+    else:
+        order = torch.randperm(len(split), generator=generator)
+        chosen, rest = order[:n].sort().values, order[n:].sort().values
+    return split.take(chosen), split.take(rest)
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def split_train(train: Split, val_size: int, subset: int | None, split_seed: int,
+                num_classes: int | None = None) -> tuple[Split, Split | None]:
+    """Hold out `val_size` images for validation (0: none), then keep `subset` of the
+    rest for training (None: all); class-balanced when `num_classes` is given."""
+    g = torch.Generator().manual_seed(split_seed)
+    step = num_classes or 1
+    val = None
+    if val_size:
+        if not _is_count(val_size) or val_size % step or not 0 < val_size < len(train):
+            whole = f"a multiple of the {num_classes} classes and " if num_classes else ""
+            raise ConfigError("data.val_size", f"{val_size!r} must be {whole}smaller than the {len(train)} "
+                              "training images (0 turns validation off)")
+        val, train = _choose(train, val_size, num_classes, g)
+    if subset is not None:
+        if not _is_count(subset) or not step <= subset <= len(train):
+            left = " left after the validation split" if val is not None else ""
+            raise ConfigError("data.subset", f"{subset!r} must be between {step} and the {len(train)} "
+                              f"training images{left} (null uses all)")
+        train, _ = _choose(train, subset, num_classes, g)
+    return train, val
+
+
+def channel_stats(images: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std on the 0-1 scale, exact, from a 256-bin histogram of
+    the uint8 values: a float copy of the training set costs seconds at start-up."""
+    hist = torch.stack([torch.bincount(images[:, c].flatten(), minlength=256)
+                        for c in range(images.shape[1])]).double()
+    value = torch.arange(256, dtype=torch.float64) / 255
+    n = hist.sum(1)
+    mean = (hist * value).sum(1) / n
+    var = ((hist * value * value).sum(1) - n * mean * mean) / (n - 1)
+    return tuple(mean.tolist()), tuple(var.clamp_min(0).sqrt().tolist())
