@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .layers import MaxPool2d, sliding_window
-from .model import HEADS, Classifier, Encoder, PoolIndices, build_encoder, build_unit, init_weights
+from .model import HEADS, Classifier, Encoder, PoolIndices, build_unit
 from .registry import ConfigError, Registry, call_with_accepted
 
 UPSAMPLERS: Registry = Registry("upsample mode")
@@ -306,7 +306,7 @@ def decoder_head(in_channels: int, num_classes: int, encoder: Encoder | None = N
     """The dense head; its errors name keys relative to the head section (`style`, `upsample`)."""
     if encoder is None:
         raise ConfigError("name", "the decoder head reads every encoder stage: build it with "
-                          "build_head('decoder', ..., encoder=encoder) or build_segmenter(...)")
+                          "build_model(head='decoder', ...) or build_head('decoder', ..., encoder=encoder)")
     _check_choices(style, upsample, skips, align_corners)
     _check_encoder(encoder, upsample)
     upsample_args = {"align_corners": align_corners, "smooth_init": smooth_init}
@@ -333,16 +333,3 @@ class Segmenter(nn.Module):
 def assemble(encoder: Encoder, head: nn.Module) -> nn.Module:
     """The model for a head: a Segmenter for a dense head, a Classifier otherwise."""
     return Segmenter(encoder, head) if isinstance(head, Decoder) else Classifier(encoder, head)
-
-
-def build_segmenter(*, num_classes: int = 11, style: str = "progressive", upsample: str = "bilinear",
-                    skips: bool = False, align_corners: bool | None = None, smooth_init: bool = True,
-                    **encoder_args: Any) -> Segmenter:
-    """`build_encoder(**encoder_args)` and a dense head, from plain Python values:
-
-    >>> model = build_segmenter(widths=[16, 32], style="progressive", upsample="unpool", skips=True)
-    """
-    encoder = build_encoder(**encoder_args)
-    head = decoder_head(encoder.out_channels, num_classes, encoder, style, upsample, skips, align_corners,
-                        smooth_init)
-    return init_weights(Segmenter(encoder, head))

@@ -3,7 +3,10 @@
 Every builder takes the channel count first and PyTorch's own argument names
 after it; `call_with_accepted` hands each builder only the arguments it knows,
 so one `norm_args` section serves BatchNorm, GroupNorm and InstanceNorm alike.
-A builder returns None for `none`: that part is left out of the unit.
+A builder returns None for `none`: that part is left out of the unit. Each
+activation names the `nonlinearity` whose gain He init uses for the convs before it
+(`init_weights`): GELU and SiLU behave like ReLU away from zero, so they take ReLU's
+gain, as in timm and torchvision; `none` takes the linear gain.
 """
 from __future__ import annotations
 
@@ -98,28 +101,28 @@ def no_norm(channels: int, **_: object) -> None:
     return None
 
 
-@ACTS.register("relu", "ReLU (act_args.inplace overwrites its input)")
+@ACTS.register("relu", "ReLU (act_args.inplace overwrites its input)", init="relu")
 def relu(channels: int, inplace: bool = False) -> nn.Module:
     return nn.ReLU(inplace=inplace)
 
 
-@ACTS.register("leaky_relu", "LeakyReLU with act_args.negative_slope")
+@ACTS.register("leaky_relu", "LeakyReLU with act_args.negative_slope", init="leaky_relu")
 def leaky_relu(channels: int, negative_slope: float = 0.01, inplace: bool = False) -> nn.Module:
     return nn.LeakyReLU(negative_slope, inplace=inplace)
 
 
-@ACTS.register("gelu", "GELU (act_args.approximate: none | tanh)")
+@ACTS.register("gelu", "GELU (act_args.approximate: none | tanh)", init="relu")
 def gelu(channels: int, approximate: str = "none") -> nn.Module:
     if approximate not in ("none", "tanh"):
         raise ConfigError("act_args.approximate", f"unknown {approximate!r}; choose one of: none, tanh")
     return nn.GELU(approximate=approximate)
 
 
-@ACTS.register("silu", "SiLU / swish")
+@ACTS.register("silu", "SiLU / swish", init="relu")
 def silu(channels: int, inplace: bool = False) -> nn.Module:
     return nn.SiLU(inplace=inplace)
 
 
-@ACTS.register("none", "identity (no non-linearity)")
+@ACTS.register("none", "identity (no non-linearity)", init="linear")
 def no_act(channels: int, **_: object) -> None:
     return None

@@ -217,8 +217,10 @@ def build_encoder(*, widths: Sequence[int] = (32, 64, 128, 256), convs_per_stage
     pool_at = 0 if pool_unit == "first" else convs_per_stage - 1
     if not isinstance(stem_width, int) or stem_width < 0:
         raise ConfigError("stem_width", f"{stem_width!r} must be 0 (no stem) or a channel count")
-    for registry, name, key in ((NORMS, norm, "norm"), (ACTS, act, "act"), (POOLS, pool, "pool")):
-        registry.get(name, key)  # a wrong name fails here, before the sizes are checked
+    for registry, name, key, args in ((NORMS, norm, "norm", norm_args), (ACTS, act, "act", act_args),
+                                      (POOLS, pool, "pool", pool_args)):
+        registry.get(name, key)  # a wrong name or argument fails here, before the sizes are checked
+        registry.check_args(args, f"{key}_args", spec=name)
     conv = _conv_args(conv_args)
     unit = dict(conv_args=conv, norm=norm, norm_args=dict(norm_args or {}), act=act,
                 act_args=dict(act_args or {}), pool=pool, pool_args=dict(pool_args or {}))
@@ -244,24 +246,14 @@ def build_head(name: str, in_channels: int, num_classes: int, **head_args: Any) 
     return call_with_accepted(HEADS.get(name, "name"), head_args, in_channels, num_classes)
 
 
-def build_model(*, head: str = "linear", num_classes: int = 10, dropout: float = 0.0,
-                **encoder_args: Any) -> Classifier:
-    """A classifier: `build_encoder(**encoder_args)` followed by a registered head.
-
-    Plain Python values only, so it works without Hydra:
-
-    >>> model = build_model(widths=[16, 32], pool="avg", norm="none")
-    """
-    encoder = build_encoder(**encoder_args)
-    model = Classifier(encoder, build_head(head, encoder.out_channels, num_classes, dropout=dropout))
-    return init_weights(model)
-
-
-def init_weights(model: nn.Module) -> nn.Module:
-    """torchvision's VGG/ResNet init: He-normal convs, unit norms, small linear weights."""
+def init_weights(model: nn.Module, act: Any = "relu", act_args: dict[str, Any] | None = None) -> nn.Module:
+    """torchvision's VGG/ResNet init: He-normal convs with the gain of the activation that
+    follows them (mmcv's ConvModule does the same), unit norms, small linear weights."""
+    nonlinearity = ACTS.meta(act, "init", "relu")
+    slope = (act_args or {}).get("negative_slope", 0.01) if nonlinearity == "leaky_relu" else 0
     for m in model.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.kaiming_normal_(m.weight, a=slope, mode="fan_out", nonlinearity=nonlinearity)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm, nn.InstanceNorm2d)) and m.affine:

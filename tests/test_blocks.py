@@ -111,7 +111,7 @@ def test_head_dropout_and_unknown_head() -> None:
     assert isinstance(model.head.dropout, nn.Dropout) and model.head.dropout.p == 0.5
     with pytest.raises(ConfigError) as err:
         build_model(widths=[8], head="mlp")
-    assert err.value.key == "name" and "linear" in err.value.message
+    assert err.value.key == "head.name" and "linear" in err.value.message
 
 
 def test_init_weights_is_deterministic_under_a_seed() -> None:
@@ -242,12 +242,53 @@ def test_receptive_field_by_hand_with_and_without_pooling() -> None:
     assert fields(conv_args={"dilation": 2})["encoder.1.0.pool"] == (16, 16)  # 5, 6, 6 + 2*2*2 = 14, 16
     # SegNet's unpooling takes the encoder's indices through the pool module, so its
     # layers (and their receptive fields) are the same as for any other head.
-    from sampler.blocks import build_segmenter
-
     def segmenter_fields(upsample: str) -> dict[str, tuple[int, int] | None]:
-        rows = layer_table(build_segmenter(widths=[16, 32], upsample=upsample), torch.zeros(1, 3, 32, 32))
+        model = build_model(widths=[16, 32], head="decoder", upsample=upsample, num_classes=11)
+        rows = layer_table(model, torch.zeros(1, 3, 32, 32))
         return {r["name"]: r["rf"] for r in rows if r["name"].startswith("encoder.")}
 
     assert segmenter_fields("unpool") == segmenter_fields("bilinear")
     assert segmenter_fields("unpool")["encoder.1.0.pool"] == (10, 10)
 
+
+
+# ---------------------------------------------------------------- registries take names, classes, callables, None
+
+def test_registries_take_a_name_a_class_a_callable_or_none() -> None:
+    unit = build_encoder(widths=[8], norm=nn.BatchNorm2d, act=nn.SiLU, pool=None, norm_args={"momentum": 0.3})[0][0]
+    assert isinstance(unit.norm, nn.BatchNorm2d) and unit.norm.num_features == 8 and unit.norm.momentum == 0.3
+    assert isinstance(unit.act, nn.SiLU) and not hasattr(unit, "pool")  # None is the `none` entry
+    custom = build_encoder(widths=[8], act=lambda channels, **_: nn.Tanh())[0][0]
+    assert isinstance(custom.act, nn.Tanh)
+    with pytest.raises(ConfigError) as err:
+        build_encoder(widths=[8], act=3)
+    assert err.value.key == "act" and "relu" in err.value.message
+
+
+@pytest.mark.parametrize("section,kwargs", [
+    ("norm_args", {"norm_args": {"momentun": 0.1}}),
+    ("act_args", {"act_args": {"inplce": True}}),
+    ("pool_args", {"pool_args": {"kernel": 2}}),
+])
+def test_unknown_args_are_refused_naming_the_valid_ones(section: str, kwargs: dict) -> None:
+    with pytest.raises(ConfigError) as err:
+        build_encoder(widths=[8], **kwargs)
+    assert err.value.key.startswith(section + ".")
+    assert "choose from" in err.value.message
+    build_encoder(widths=[8], norm="batch", norm_args={"num_groups": 8})  # group's key, taken by some entry: fine
+
+
+def test_unknown_head_args_are_refused_with_the_head_prefix() -> None:
+    with pytest.raises(ConfigError) as err:
+        build_model(widths=[8], dropuot=0.5)
+    assert err.value.key == "head.dropuot" and "dropout" in err.value.message
+
+
+@pytest.mark.parametrize("act,gain", [("relu", 2 ** 0.5), ("gelu", 2 ** 0.5), ("none", 1.0),
+                                      ("leaky_relu", (2 / (1 + 0.2 ** 2)) ** 0.5)])
+def test_init_follows_the_configured_activation(act: str, gain: float) -> None:
+    torch.manual_seed(0)
+    model = build_model(widths=[256], act=act, act_args={"negative_slope": 0.2}, norm="none")
+    conv = model.encoder[0][0].conv
+    fan_out = conv.out_channels * conv.kernel_size[0] * conv.kernel_size[1]
+    assert conv.weight.std().item() == pytest.approx(gain / fan_out ** 0.5, rel=0.03)

@@ -1,0 +1,38 @@
+"""`build_model`: the one way to turn plain values into a model, a classifier or a
+segmenter, used by `sampler train`, `inspect`, `bench` and library users alike."""
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from torch import nn
+
+from .heads import assemble
+from .model import HEADS, build_encoder, build_head, init_weights
+from .registry import ConfigError
+
+
+def build_model(*, head: Any = "linear", num_classes: int = 10, **kwargs: Any) -> nn.Module:
+    """The one model builder: `build_encoder` and a registered head, initialised for the
+    configured activation. Arguments `build_encoder` takes build the encoder (errors name
+    them `model.*`); the rest go to the head (`head.*`): a `Classifier` for `linear`, a
+    `Segmenter` for the dense `decoder` head. Plain Python values only, so it works
+    without Hydra:
+
+    >>> model = build_model(widths=[16, 32], pool="avg", norm="none")
+    >>> seg = build_model(widths=[16, 32], head="decoder", upsample="unpool", skips=True, num_classes=11)
+    """
+    encoder_params = inspect.signature(build_encoder).parameters
+    encoder_args = {k: v for k, v in kwargs.items() if k in encoder_params}
+    head_args = {k: v for k, v in kwargs.items() if k not in encoder_params}
+    try:
+        encoder = build_encoder(**encoder_args)
+    except ConfigError as e:
+        raise e.with_prefix("model") from None
+    try:
+        HEADS.check_args(head_args, "", positional=2, spec=head, ignore=("encoder",))
+        head_module = build_head(head, encoder.out_channels, num_classes, encoder=encoder, **head_args)
+    except ConfigError as e:
+        raise e.with_prefix("head") from None
+    act = encoder.unit_args["act"]
+    return init_weights(assemble(encoder, head_module), act, encoder.unit_args["act_args"])
