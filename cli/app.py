@@ -30,7 +30,7 @@ def train(ctx: typer.Context) -> None:
     """
     from sampler.experiments.errors import ConfigError
     from sampler.experiments.tools.config import check_override_keys
-    from sampler.experiments.runs.sweep import last_sweep
+    from sampler.experiments.analysis.summary import last_sweep
 
     from .task import check_resume_args
     from .task import train as hydra_train
@@ -67,7 +67,7 @@ def inspect(ctx: typer.Context) -> None:
 @app.command("ls")
 def list_choices() -> None:
     """List every registry (pool, norm, act, head, optimizer, schedule, dataset) and the presets."""
-    from sampler.experiments.tools.inspect import print_registries
+    from sampler.experiments.tools.listing import print_registries
 
     print_registries()
 
@@ -101,7 +101,7 @@ def data(ctx: typer.Context) -> None:
 
       sampler data data.root=../shared/datasets
     """
-    from sampler.experiments.tools.inspect import print_data_summary
+    from sampler.experiments.tools.listing import print_data_summary
 
     _user_errors(print_data_summary, ctx.args)
 

@@ -3,21 +3,35 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from sampler.experiments.train import runner
-from sampler.experiments.runs import sweep
-from sampler.experiments.train.env import available_cpus
 from sampler.experiments.errors import ConfigError
+from sampler.experiments.runs import sweep
+from sampler.experiments.train import runner
+from sampler.experiments.train.env import available_cpus
+from sampler.experiments.train.tasks import objective
 
 from .errors import USER_ERROR, report
 
 log = logging.getLogger("sampler")
-sweep.register_resolvers()  # before Hydra composes train.yaml, and in every launcher's job process
+# Not part of what a job ran: how the sweep was launched and what a sweeper optimises.
+LAUNCH_KEYS = ("resume", "optimized_metric")
+
+
+def _sweep_dir(root: str, resume: Any, overrides: Any) -> str:
+    try:
+        return str(sweep.resolve_sweep_dir(root, resume, [str(o) for o in overrides]))
+    except ConfigError as e:  # OmegaConf would wrap it into a traceback; say it plainly
+        report(e)
+        raise SystemExit(USER_ERROR) from None
+
+
+sweep.register_resolvers(_sweep_dir)  # before Hydra composes train.yaml, and in every launcher's job process
 
 
 def _parallel_jobs(hc: DictConfig) -> int:
@@ -62,23 +76,20 @@ def train(cfg: DictConfig) -> float | None:
             done = sweep.completed_metrics(run_dir)
             if done is not None:
                 log.info("job %s: completed earlier in %s; skipped (resume)", hc.job.num, run_dir)
-                return _objective(done)
+                return objective(done, cfg.get("optimized_metric"))
             sweep.clear_attempt(run_dir)
         return _train(cfg, hc, multirun=True)
-
-
-def _objective(metrics: dict) -> float | None:
-    return metrics.get("val/acc_best", metrics.get("test/acc"))  # for optimizing sweepers
 
 
 def _train(cfg: DictConfig, hc: DictConfig, multirun: bool) -> float | None:
     try:
         plain = OmegaConf.to_container(cfg, resolve=True)
-        plain.pop("resume", None)  # how the sweep was launched, not what this job ran
-        overrides = [o for o in hc.overrides.task if not o.startswith("resume=")]
+        for key in LAUNCH_KEYS:
+            plain.pop(key, None)
+        overrides = [o for o in hc.overrides.task if o.split("=", 1)[0] not in LAUNCH_KEYS]
         metrics = runner.train(plain, Path(hc.runtime.output_dir), overrides,
                                _parallel_jobs(hc) if multirun else 1)
-        return _objective(metrics)
+        return objective(metrics, cfg.get("optimized_metric"))
     except ConfigError as e:
         report(e)
         if not multirun:

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from conftest import TINY, needs_cifar, read_metrics, run_dirs
+from conftest import TINY, read_metrics, run_dirs
 from typer.testing import CliRunner
 
 from sampler.cli.app import app
@@ -317,7 +317,8 @@ def test_pareto_front() -> None:
 
 
 def test_history_band_is_mean_and_std_across_seeds(tmp_path: Path) -> None:
-    from sampler.experiments.analysis.compare import build_report, find_runs
+    from sampler.experiments.analysis.report import build_report
+    from sampler.experiments.runs.read import find_runs
 
     accs = [0.3, 0.36, 0.33]
     for seed, acc in enumerate(accs):
@@ -331,7 +332,6 @@ def test_history_band_is_mean_and_std_across_seeds(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- a real sweep
 
-@needs_cifar
 def test_real_sweep_table_matches_its_metrics_files(cli, compare, tmp_path: Path) -> None:
     proc = cli("train", "-m", "model.pool=max,avg", "seed=0,1", *TINY, check=True)
     (sweep,) = (tmp_path / "outputs" / "multirun").iterdir()

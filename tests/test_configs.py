@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from sampler.experiments.train.runner import make_model
-from sampler.experiments.tools.inspect import compose, experiment_presets
+from sampler.experiments.train.model import make_model
+from sampler.experiments.tools.config import compose
+from sampler.experiments.tools.listing import experiment_presets
 
 CONFIGS = Path(str(resources.files("sampler.configs")))
 GROUPS = sorted(d.name for d in CONFIGS.iterdir() if d.is_dir() and d.name not in ("experiment", "hydra", "__pycache__"))

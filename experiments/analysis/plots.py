@@ -21,7 +21,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from .compare import COSTS, Report, Variant
+from .report import COSTS, Report, Variant
 
 CURVES = ("train/loss", "val/loss", "train/acc", "val/acc")
 PARETO_COSTS = ("model/params", "model/flops", "time/total_s", "memory/peak_mb")  # lower is cheaper

@@ -11,44 +11,21 @@ import socket
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from .atomic import write_json
-from ..train.env import git_state, versions
+from .hparams import NOT_HPARAMS, flatten, hparam_kind, hparam_schema, hparam_value
+from .provenance import git_state, versions
 
 STATUSES = ("running", "completed", "failed", "interrupted", "diverged")
-# Keys that describe where things are, not what was run: kept out of the HParams table.
-NOT_HPARAMS = ("data.root", "data.cache_dir", "trainer.progress", "data.download")
-HPARAM_METRICS = ("val/acc_best", "test/acc", "test/loss", "train/images_per_s", "time/total_s",
-                  "memory/step_peak_mb")
-
-
-def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in cfg.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping):
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
-def hparam_value(v: Any) -> Any:
-    """TensorBoard takes bool, number or string: lists become `[a,b]`, None `none`."""
-    if v is None:
-        return "none"
-    if isinstance(v, (bool, int, float, str)):
-        return v
-    if isinstance(v, (list, tuple)):
-        return "[" + ",".join(str(x) for x in v) + "]"
-    return str(v)
 
 
 class RunRecord:
     def __init__(self, run_dir: Path, config: dict[str, Any], overrides: list[str],
-                 hparam_domains: Mapping[str, list[Any]] | None = None, tensorboard: bool = True):
+                 hparam_domains: Mapping[str, list[Any]] | None = None,
+                 hparam_metrics: Sequence[str] = ("val/acc_best", "test/acc"), tensorboard: bool = True):
         self.run_dir = Path(run_dir)
+        self.hparam_metrics = tuple(hparam_metrics)  # the HParams table's metric columns, headline first
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.start = time.perf_counter()
         self.metrics: dict[str, Any] = {
@@ -69,13 +46,11 @@ class RunRecord:
     def _write_hparams(self, config: dict[str, Any], domains: Mapping[str, list[Any]]) -> None:
         # Into this job's own writer: add_hparams would make a stray sub-run
         # (pytorch issue 32651). Every job writes the same keys, each as the same
-        # type (sweep.hparam_schema: "none" where absent), because TensorBoard
+        # type (hparams.hparam_schema: "none" where absent), because TensorBoard
         # shows the experiment of one arbitrary job and refuses to filter a column
         # that mixes types. Metric values are the scalars logged under the same
         # tags at the end of the run.
         from torch.utils.tensorboard.summary import hparams
-
-        from .sweep import hparam_kind, hparam_schema
 
         values = flatten(config)
         kinds = hparam_schema()
@@ -96,7 +71,7 @@ class RunRecord:
         for key, domain in discrete.items():
             if hp[key] not in domain:  # never let a domain hide the value this run used
                 domain.append(hp[key])
-        exp, ssi, sei = hparams(hp, {m: 0.0 for m in HPARAM_METRICS}, hparam_domain_discrete=discrete)
+        exp, ssi, sei = hparams(hp, {m: 0.0 for m in self.hparam_metrics}, hparam_domain_discrete=discrete)
         for summary in (exp, ssi, sei):
             self.writer.file_writer.add_summary(summary)
 
@@ -125,7 +100,7 @@ class RunRecord:
                             finished_at=datetime.now(timezone.utc).isoformat())
         if self.writer is not None:
             final_step = len(self.metrics["history"])
-            self.scalars({m: self.metrics[m] for m in HPARAM_METRICS if isinstance(self.metrics.get(m), (int, float))},
+            self.scalars({m: self.metrics[m] for m in self.hparam_metrics if isinstance(self.metrics.get(m), (int, float))},
                          final_step)
             self.writer.close()
         self.save()

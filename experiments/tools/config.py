@@ -1,4 +1,5 @@
-"""A friendlier check of override keys than Hydra's "Key 'poool' is not in struct".
+"""The config `sampler train` would run, composed without running it, and a friendlier
+check of override keys than Hydra's "Key 'poool' is not in struct".
 
 Hydra rejects a misspelt key with advice to append it (`+model.poool=avg`),
 which is the wrong fix for a typo. This composes the config with the override's
@@ -9,10 +10,20 @@ from __future__ import annotations
 
 import difflib
 from importlib import resources
-from typing import Sequence
+from typing import Any, Sequence
 
 from ..errors import ConfigError
-from ..runs.record import flatten
+from ..runs.hparams import flatten
+
+
+def compose(overrides: Sequence[str]) -> dict[str, Any]:
+    """The config `sampler train` would run with these overrides, as plain values."""
+    from hydra import compose as hydra_compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    with initialize_config_module("sampler.configs", version_base="1.3"):
+        cfg = hydra_compose("train", overrides=list(overrides))
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
 
 
 def config_groups() -> set[str]:
@@ -46,8 +57,6 @@ def check_override_keys(args: Sequence[str]) -> None:
             values.append(key)
     if not values:
         return
-    from .inspect import compose
-
     try:
         cfg = compose(choices)
     except (HydraException, OmegaConfBaseException):

@@ -1,32 +1,18 @@
-"""Terminal views that need no training: the model table, the registries, the data."""
+"""`sampler inspect`: the model a config describes, layer by layer (shapes, parameters,
+FLOPs, receptive field) and its activation memory, without reading any data."""
 from __future__ import annotations
 
-from importlib import resources
 from typing import Any, Sequence
 
 import torch
 from rich.console import Console
 from rich.table import Table
 
-from sampler.blocks import HEAD_STYLES, REGISTRIES, UPSAMPLERS
 from sampler.blocks.layers import sliding_window
-from sampler.blocks.registry import call_with_accepted
 
 from ..train.cost import activation_memory
-from ..data import DATASETS, cache_root
-from ..train.optim import OPTIMIZERS, SCHEDULES
-from ..train.runner import example_input, make_model
-from ..train.tasks import TASKS
-
-
-def compose(overrides: Sequence[str]) -> dict[str, Any]:
-    """The config `sampler train` would run with these overrides, as plain values."""
-    from hydra import compose as hydra_compose, initialize_config_module
-    from omegaconf import OmegaConf
-
-    with initialize_config_module("sampler.configs", version_base="1.3"):
-        cfg = hydra_compose("train", overrides=list(overrides))
-    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+from ..train.model import example_input, make_model
+from .config import compose
 
 
 def receptive_fields(rows: list[dict[str, Any]], prefix: str = "encoder.") -> None:
@@ -106,38 +92,3 @@ def print_model_summary(overrides: Sequence[str]) -> None:
                   f"{memory['saved'] / 2**20:.2f} MB saved for backward, "
                   f"{memory['train_peak'] / 2**20:.2f} MB at the training step's peak, "
                   f"{memory['inference_peak'] / 2**20:.2f} MB at the no_grad forward's peak", highlight=False)
-
-
-def experiment_presets() -> list[str]:
-    folder = resources.files("sampler.configs") / "experiment"
-    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
-
-
-def print_registries() -> None:
-    registries = {**{f"model.{k}" if k != "head" else "head.name": r for k, r in REGISTRIES.items()},
-                  "head.style": HEAD_STYLES, "head.upsample": UPSAMPLERS, "optim.name": OPTIMIZERS,
-                  "sched.name": SCHEDULES, "data.name": DATASETS, "task.name": TASKS}
-    table = Table(title="choices (override with KEY=NAME)")
-    for col in ("key", "name", "what it is"):
-        table.add_column(col)
-    for key, registry in registries.items():
-        for i, name in enumerate(registry.names()):
-            table.add_row(key if i == 0 else "", name, registry.describe(name))
-        table.add_section()
-    for i, name in enumerate(experiment_presets()):
-        table.add_row("experiment" if i == 0 else "", name, "configs/experiment preset")
-    Console().print(table)
-
-
-def print_data_summary(overrides: Sequence[str]) -> None:
-    cfg = compose(overrides)
-    data = call_with_accepted(DATASETS.get(cfg["data"]["name"], "data.name").load, cfg["data"])
-    console = Console()
-    console.print(f"{data.name} from {data.source}")
-    console.print(f"  cache: {cache_root(cfg['data'].get('cache_dir'))}")
-    for split in ("train", "val", "test"):
-        s = getattr(data, split)
-        if s is not None:
-            console.print(f"  {split:5s} {len(s):6d} images  {tuple(s.images.shape[1:])}  "
-                          f"{len(s.labels.unique())} classes")
-    console.print(f"  mean {tuple(round(m, 4) for m in data.mean)}  std {tuple(round(s, 4) for s in data.std)}")

@@ -4,15 +4,15 @@ from __future__ import annotations
 import gc
 import logging
 import os
-import platform
 import random
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from sampler.blocks.registry import Registry
 
 from ..errors import ConfigError
 
@@ -29,17 +29,26 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+DEVICES: Registry = Registry("device")
+DEVICES.register("auto", "cuda if there is one, else mps, else cpu")(lambda: True)
+DEVICES.register("cpu", "the CPU")(lambda: True)
+DEVICES.register("cuda", "the first CUDA GPU")(torch.cuda.is_available)
+DEVICES.register("mps", "Apple's Metal GPU")(torch.backends.mps.is_available)
+
+PRECISIONS: Registry = Registry("precision")
+PRECISIONS.register("auto", "bf16 autocast on a GPU, fp32 elsewhere")(lambda: None)
+PRECISIONS.register("bf16", "bfloat16 autocast (weights and optimizer stay fp32)")(lambda: torch.bfloat16)
+PRECISIONS.register("fp32", "float32 throughout")(lambda: None)
+
+
 def resolve_device(name: str) -> torch.device:
+    available = DEVICES.get(name, "trainer.device")
     if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
+        for device in ("cuda", "mps"):
+            if DEVICES.get(device)():
+                return torch.device(device)
         return torch.device("cpu")
-    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
-    if name not in available:
-        raise ConfigError("trainer.device", f"unknown device {name!r}; choose one of: auto, cpu, cuda, mps")
-    if not available[name]:
+    if not available():
         raise ConfigError("trainer.device", f"{name} was asked for but this machine has none; "
                           "use trainer.device=auto (or cpu)")
     return torch.device(name)
@@ -48,13 +57,12 @@ def resolve_device(name: str) -> torch.device:
 def resolve_precision(name: str, device: torch.device) -> str:
     """`auto` is bf16 autocast on a GPU and fp32 elsewhere; the result is recorded in
     every run's metrics so that comparisons never mix precisions silently."""
+    PRECISIONS.get(name, "trainer.precision")
     if name == "auto":
         return "bf16" if device.type == "cuda" else "fp32"
-    if name not in ("fp32", "bf16"):
-        raise ConfigError("trainer.precision", f"unknown precision {name!r}; choose one of: auto, bf16, fp32")
     if name == "bf16" and device.type == "cpu" and not cpu_has_bf16():
         log.warning("trainer.precision=bf16 on a CPU without AVX-512 BF16 or AMX: autocast emulates it and "
-                    "ran about 10x slower than fp32 on such a CPU (see README, Benchmarks)")
+                    "ran about 12x slower than fp32 on such a CPU (docs/benchmarks.md)")
     return name
 
 
@@ -86,36 +94,6 @@ def setup_threads(threads: int | None, parallel_jobs: int = 1) -> int:
     # first on these CPUs (pytorch issues 19651, 21734): flush them to zero.
     torch.set_flush_denormal(True)
     return threads
-
-
-def versions() -> dict[str, str]:
-    """Package versions from their metadata (importing torchvision costs seconds)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    def of(package: str) -> str:
-        try:
-            return version(package)
-        except PackageNotFoundError:
-            return "unknown"
-
-    return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": of("torchvision"),
-            "hydra": of("hydra-core"), "sampler": of("sampler"), "cuda": torch.version.cuda or "none"}
-
-
-def git_state(path: Path | None = None) -> dict[str, Any]:
-    """Commit and dirty flag of the sampler checkout (null when not run from one)."""
-    path = path or Path(__file__).resolve().parent.parent
-
-    def git(*args: str) -> str | None:
-        try:
-            return subprocess.run(["git", "-C", str(path), *args], capture_output=True, text=True,
-                                  timeout=5, check=True).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return None
-
-    commit = git("rev-parse", "HEAD")
-    dirty = git("status", "--porcelain", "--untracked-files=no")
-    return {"commit": commit, "dirty": None if commit is None or dirty is None else bool(dirty)}
 
 
 def reset_peak_memory(device: torch.device) -> None:

@@ -1,78 +1,44 @@
 """One training run, wired from a plain config dict. Reads as a table of contents:
-build and check the model, load the data, train, evaluate, record. What differs
-between classification and segmentation (batches, loss, metrics, pictures) is
-asked of the task (experiments/tasks.py)."""
+set up, build and check the model, load the data, train, test, record. What differs
+between classification and segmentation (batches, loss, metrics, pictures) is asked
+of the task (train/tasks.py)."""
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, ContextManager
 
 import torch
 from torch import nn
 
-from sampler.blocks import (ACTS, HEAD_STYLES, HEADS, NORMS, POOLS, UPSAMPLERS, assemble, build_encoder,
-                            build_head, init_weights)
 from sampler.blocks.registry import call_with_accepted
 
+from ..data import DATASETS, DataSpec, TensorLoader, cache_root
+from ..errors import ConfigError, Diverged
 from ..runs.atomic import save_torch
+from ..runs.record import RunRecord
+from .choices import domains
 from .cost import activation_memory, count_cost
-from ..data import DATASETS, DataSpec, cache_root
 from .env import (peak_memory_mb, reset_peak_memory, resolve_device, resolve_precision, seconds_since_process_start,
                   seed_everything, setup_threads)
-from ..errors import ConfigError, Diverged
 from .loop import autocast, train_epoch
-from .optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_scheduler
+from .model import example_input, make_model
+from .optim import build_optimizer, build_scheduler
 from .progress import EpochProgress
-from ..runs.record import HPARAM_METRICS, RunRecord
-from .tasks import TASKS
+from .tasks import TASKS, Classification, hparam_metrics
 
 log = logging.getLogger("sampler")
-
-# Discrete domains for the HParams table, so it sorts and filters by choice.
-HPARAM_DOMAINS = {
-    "model.pool": POOLS.names(), "model.norm": NORMS.names(), "model.act": ACTS.names(),
-    "head.name": HEADS.names(), "optim.name": OPTIMIZERS.names(), "sched.name": SCHEDULES.names(),
-    "head.style": HEAD_STYLES.names(), "head.upsample": UPSAMPLERS.names(), "task.name": TASKS.names(),
-    "data.name": DATASETS.names(), "trainer.precision": ["auto", "bf16", "fp32"],
-    "trainer.device": ["auto", "cpu", "cuda", "mps"],
-}
-
-
-def make_model(cfg: dict[str, Any]) -> tuple[nn.Module, DataSpec]:
-    """The model from the config, validated before any data is read: a Classifier, or a
-    Segmenter when the head is dense (head.name=decoder)."""
-    spec = DATASETS.get(cfg["data"]["name"], "data.name").spec(**cfg["data"])
-    try:
-        encoder = build_encoder(**cfg["model"], in_channels=spec.in_channels, input_size=spec.input_size)
-    except ConfigError as e:
-        raise e.with_prefix("model") from None
-    head_cfg = dict(cfg["head"])
-    try:
-        head = build_head(head_cfg.pop("name"), encoder.out_channels, spec.num_classes, encoder=encoder, **head_cfg)
-    except ConfigError as e:
-        raise e.with_prefix("head") from None
-    return init_weights(assemble(encoder, head)), spec
-
-
-def example_input(spec: DataSpec, batch: int = 1) -> torch.Tensor:
-    return torch.zeros(batch, spec.in_channels, *spec.height_width)
-
-
-def _check_trainer(t: dict[str, Any]) -> None:
-    for key in ("epochs", "batch_size", "eval_batch_size"):
-        if not isinstance(t[key], int) or isinstance(t[key], bool) or t[key] < 1:
-            raise ConfigError(f"trainer.{key}", f"{t[key]!r} must be a positive integer")
-    if not 0.0 <= t["label_smoothing"] < 1.0:
-        raise ConfigError("trainer.label_smoothing", f"{t['label_smoothing']} must be in [0, 1)")
 
 
 def train(cfg: dict[str, Any], run_dir: Path, overrides: list[str], parallel_jobs: int = 1) -> dict[str, Any]:
     """Train and evaluate one configuration; everything lands in `run_dir`."""
-    record = RunRecord(run_dir, cfg, overrides, HPARAM_DOMAINS)
+    record = RunRecord(run_dir, cfg, overrides, domains(), hparam_metrics(cfg["task"]["name"]))
     try:
-        _train(cfg, record, parallel_jobs, _StartupClock())
+        run = _set_up(cfg, record, parallel_jobs, _StartupClock())
+        _fit(run)
+        _test(run)
     except KeyboardInterrupt:
         record.finish("interrupted", "interrupted by the user (Ctrl-C)")
         raise
@@ -83,6 +49,14 @@ def train(cfg: dict[str, Any], run_dir: Path, overrides: list[str], parallel_job
         record.finish("failed", f"{type(e).__name__}: {e}")
         raise
     return record.finish("completed")
+
+
+def _check_trainer(t: dict[str, Any]) -> None:
+    for key in ("epochs", "batch_size", "eval_batch_size"):
+        if not isinstance(t[key], int) or isinstance(t[key], bool) or t[key] < 1:
+            raise ConfigError(f"trainer.{key}", f"{t[key]!r} must be a positive integer")
+    if not 0.0 <= t["label_smoothing"] < 1.0:
+        raise ConfigError("trainer.label_smoothing", f"{t['label_smoothing']} must be in [0, 1)")
 
 
 class _StartupClock:
@@ -100,7 +74,30 @@ class _StartupClock:
         return seconds_since_process_start() if self.first else time.perf_counter() - self.started
 
 
-def _train(cfg: dict[str, Any], record: RunRecord, parallel_jobs: int, clock: _StartupClock) -> None:
+@dataclass
+class _Run:
+    """Everything one run's epochs need, built once by `_set_up`."""
+
+    cfg: dict[str, Any]
+    record: RunRecord
+    task: Classification
+    spec: DataSpec
+    model: nn.Module  # the module that owns the weights (checkpoints, memory counts)
+    step_model: nn.Module  # the one that trains: `model`, or its torch.compile wrapper
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    loss_fn: nn.Module
+    amp: Callable[[], ContextManager]
+    batches: tuple[TensorLoader, TensorLoader | None, TensorLoader]  # train, val, test
+    best_val: dict[str, float] = field(default_factory=dict)
+    train_seconds: float = 0.0
+    train_images: int = 0
+    last: dict[str, dict[str, float]] = field(default_factory=dict)  # the last epoch's train and val figures
+
+
+def _set_up(cfg: dict[str, Any], record: RunRecord, parallel_jobs: int, clock: _StartupClock) -> _Run:
+    """Check the config, build the model (before any data is read), load the data, and
+    build what trains it."""
     t = cfg["trainer"]
     _check_trainer(t)
     generator = seed_everything(cfg["seed"])
@@ -122,57 +119,83 @@ def _train(cfg: dict[str, Any], record: RunRecord, parallel_jobs: int, clock: _S
              len(data.val) if data.val is not None else 0, len(data.test), data.source)
     memory_format = torch.channels_last if t["channels_last"] else torch.contiguous_format
     model = model.to(device, memory_format=memory_format)
-    train_batches, val_batches, test_batches = task.loaders(data, device, generator)
+    batches = task.loaders(data, device, generator)
+    steps = len(batches[0])
     optimizer = build_optimizer(model, **cfg["optim"])
-    scheduler = build_scheduler(optimizer, t["epochs"] * len(train_batches), len(train_batches), **cfg["sched"])
-    loss_fn = task.loss(data, device)
-    amp = autocast(device, precision)
-    step_model = torch.compile(model) if t["compile"] else model
-
+    scheduler = build_scheduler(optimizer, t["epochs"] * steps, steps, **cfg["sched"])
+    run = _Run(cfg, record, task, spec, model, torch.compile(model) if t["compile"] else model, optimizer,
+               scheduler, task.loss(data, device), autocast(device, precision), batches,
+               best_val={"acc": 0.0, task.headline.name: 0.0})
     record.update({"time/startup_s": clock.seconds()})
-    best_val, train_seconds, train_images = {"acc": 0.0, task.headline: 0.0}, 0.0, 0
-    for epoch in range(1, t["epochs"] + 1):
-        start = time.perf_counter()
-        lr = optimizer.param_groups[0]["lr"]
-        with EpochProgress(t["progress"], epoch, t["epochs"], len(train_batches) * t["batch_size"]) as bar:
-            tr = train_epoch(step_model, train_batches, optimizer, scheduler, loss_fn, amp, bar.hook)
-        row = {"epoch": epoch, "train/loss": tr["loss"], "train/acc": tr["acc"], "lr": lr,
-               "throughput/images_per_s": tr["images"] / tr["seconds"]}
-        if val_batches is not None:
-            va = task.evaluate(step_model, val_batches, loss_fn, amp)
-            best_val = {k: max(v, va[k]) for k, v in best_val.items()}
-            row.update({f"val/{k}": v for k, v in va.items()})
-        task.after_epoch(step_model, record, epoch)
-        row["time/epoch_s"] = time.perf_counter() - start
-        train_seconds += tr["seconds"]
-        train_images += tr["images"]
-        record.epoch(row)
-        if t["checkpoint"]:
-            save_torch(record.run_dir / "checkpoint.pt", {"epoch": epoch, "model": model.state_dict(),
-                                                          "optimizer": optimizer.state_dict(), "config": cfg})
-        log.info("epoch %d/%d  train loss %.3f acc %.2f%%%s  %.0f img/s  %.1fs", epoch, t["epochs"],
-                 tr["loss"], 100 * tr["acc"],
-                 f"  val loss {va['loss']:.3f} {task.describe(va)}" if val_batches else "",
-                 row["throughput/images_per_s"], row["time/epoch_s"])
+    return run
 
-    te = task.evaluate(step_model, test_batches, loss_fn, amp)
-    epoch_times = [r["time/epoch_s"] for r in record.metrics["history"]]
-    final = {**{f"test/{k}": v for k, v in te.items()}, "train/loss": tr["loss"], "train/acc": tr["acc"],
-             "train/images_per_s": train_images / train_seconds, "time/train_s": train_seconds,
-             "time/epoch_max_over_first": max(epoch_times) / epoch_times[0],
-             "memory/peak_mb": peak_memory_mb(device)}
-    # After the peak is read, and not in start-up (a CamVid batch takes about a second):
-    # counted on a CPU copy, so the figures are the same whatever device trained.
-    memory = activation_memory(model, example_input(spec, t["batch_size"]), lambda out: out.float().mean())
-    final.update({"memory/saved_activations_mb": memory["saved"] / 2**20,
-                  "memory/step_peak_mb": memory["train_peak"] / 2**20,
-                  "memory/inference_peak_mb": memory["inference_peak"] / 2**20})
+
+def _fit(run: _Run) -> None:
+    for epoch in range(1, run.cfg["trainer"]["epochs"] + 1):
+        row = _epoch(run, epoch)
+        run.record.epoch(row)
+        if run.cfg["trainer"]["checkpoint"]:
+            save_torch(run.record.run_dir / "checkpoint.pt", {"epoch": epoch, "model": run.model.state_dict(),
+                                                              "optimizer": run.optimizer.state_dict(),
+                                                              "config": run.cfg})
+        _log_epoch(run, row)
+
+
+def _epoch(run: _Run, epoch: int) -> dict[str, Any]:
+    """Train one epoch and validate; the epoch's row of the history."""
+    t, (train_batches, val_batches, _) = run.cfg["trainer"], run.batches
+    start = time.perf_counter()
+    lr = run.optimizer.param_groups[0]["lr"]
+    with EpochProgress(t["progress"], epoch, t["epochs"], len(train_batches) * t["batch_size"]) as bar:
+        tr = train_epoch(run.step_model, train_batches, run.optimizer, run.scheduler, run.loss_fn, run.amp, bar.hook)
+    run.last["train"] = tr
+    row = {"epoch": epoch, "train/loss": tr["loss"], "train/acc": tr["acc"], "lr": lr,
+           "throughput/images_per_s": tr["images"] / tr["seconds"]}
     if val_batches is not None:
+        va = run.last["val"] = run.task.evaluate(run.step_model, val_batches, run.loss_fn, run.amp)
+        run.best_val = {k: max(v, va[k]) for k, v in run.best_val.items()}
+        row.update({f"val/{k}": v for k, v in va.items()})
+    run.task.after_epoch(run.step_model, run.record, epoch)
+    row["time/epoch_s"] = time.perf_counter() - start
+    run.train_seconds += tr["seconds"]
+    run.train_images += tr["images"]
+    return row
+
+
+def _log_epoch(run: _Run, row: dict[str, Any]) -> None:
+    va = run.last.get("val")
+    log.info("epoch %d/%d  train loss %.3f acc %.2f%%%s  %.0f img/s  %.1fs", row["epoch"],
+             run.cfg["trainer"]["epochs"], row["train/loss"], 100 * row["train/acc"],
+             f"  val loss {va['loss']:.3f} {run.task.describe(va)}" if va else "",
+             row["throughput/images_per_s"], row["time/epoch_s"])
+
+
+def _test(run: _Run) -> None:
+    """Evaluate on the test split once, and record the final figures and costs."""
+    te = run.task.evaluate(run.step_model, run.batches[2], run.loss_fn, run.amp)
+    tr, va = run.last["train"], run.last.get("val")
+    epoch_times = [r["time/epoch_s"] for r in run.record.metrics["history"]]
+    final = {**{f"test/{k}": v for k, v in te.items()}, "train/loss": tr["loss"], "train/acc": tr["acc"],
+             "train/images_per_s": run.train_images / run.train_seconds, "time/train_s": run.train_seconds,
+             "time/epoch_max_over_first": max(epoch_times) / epoch_times[0],
+             "memory/peak_mb": peak_memory_mb(next(run.model.parameters()).device)}
+    final.update(_activation_memory(run))
+    if va is not None:
         final.update({f"val/{k}": v for k, v in va.items()})
-        final.update({f"val/{k}_best": v for k, v in best_val.items()})
-    record.update(final)
+        final.update({f"val/{k}_best": v for k, v in run.best_val.items()})
+    run.record.update(final)
     # TensorBoard gets the test figures too; those of the HParams table come with finish().
-    record.scalars({k: v for k, v in final.items() if k.startswith("test/") and k not in HPARAM_METRICS},
-                   len(record.metrics["history"]))
-    log.info("test %s  (loss %.3f)  %.0f img/s  in %s", task.describe(te), te["loss"],
-             final["train/images_per_s"], record.run_dir)
+    run.record.scalars({k: v for k, v in final.items() if k.startswith("test/") and k not in run.record.hparam_metrics},
+                       len(run.record.metrics["history"]))
+    log.info("test %s  (loss %.3f)  %.0f img/s  in %s", run.task.describe(te), te["loss"],
+             final["train/images_per_s"], run.record.run_dir)
+
+
+def _activation_memory(run: _Run) -> dict[str, float]:
+    """After the peak is read, and not in start-up (a CamVid batch takes about a second):
+    counted on a CPU copy, so the figures are the same whatever device trained."""
+    x = example_input(run.spec, run.cfg["trainer"]["batch_size"])
+    memory = activation_memory(run.model, x, lambda out: out.float().mean())
+    return {"memory/saved_activations_mb": memory["saved"] / 2**20,
+            "memory/step_peak_mb": memory["train_peak"] / 2**20,
+            "memory/inference_peak_mb": memory["inference_peak"] / 2**20}

@@ -9,7 +9,8 @@ the model family a task trains, its batches, its loss, its metrics and its pictu
 """
 from __future__ import annotations
 
-from typing import Any, Callable, ContextManager
+from dataclasses import dataclass
+from typing import Any, Callable, ContextManager, Mapping
 
 import torch
 from torch import nn
@@ -25,11 +26,60 @@ from .metrics import SegmentationMeter, median_frequency_weights, prediction_gri
 
 TASKS: Registry = Registry("task")
 Loaders = tuple[TensorLoader, "TensorLoader | None", TensorLoader]
+# What every run's HParams entry reports besides its task's own metrics (lower is cheaper).
+COST_METRICS = ("train/images_per_s", "time/total_s", "memory/step_peak_mb")
+
+
+@dataclass(frozen=True)
+class Headline:
+    """A task's headline metric: the key its evaluation returns, and whether more is better.
+    The log line, `val/<name>_best`, the HParams table, `sampler compare`'s default, the
+    sweep summary and the value handed to Hydra's sweepers all read it from here."""
+
+    name: str
+    goal: str = "max"
+
+    @property
+    def val(self) -> str:
+        return f"val/{self.name}"
+
+    @property
+    def val_best(self) -> str:
+        return f"val/{self.name}_best"
+
+    @property
+    def test(self) -> str:
+        return f"test/{self.name}"
+
+
+def headline(task: str) -> Headline:
+    return TASKS.get(task, "task.name").headline
+
+
+def hparam_metrics(task: str) -> tuple[str, ...]:
+    """The metrics of a run's HParams entry: the headline first, then the task's others."""
+    cls = TASKS.get(task, "task.name") if task in TASKS else Classification
+    h = cls.headline
+    return (h.val_best, h.test, *cls.more_metrics, *COST_METRICS)
+
+
+def objective(metrics: Mapping[str, Any], optimized_metric: str | None = None) -> float | None:
+    """The number a Hydra sweeper optimises (lightning-hydra-template's `optimized_metric`):
+    the key it names, or the task's best validation headline (its test value without a
+    validation split)."""
+    if optimized_metric:
+        value = metrics.get(optimized_metric)
+    else:
+        task = metrics.get("task")
+        h = headline(task if task in TASKS else "classification")
+        value = metrics.get(h.val_best, metrics.get(h.test))
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 @TASKS.register("classification", "one label per image (head=linear); metrics: acc")
 class Classification:
-    headline = "acc"  # the metric of the log line, and of val/<headline>_best
+    headline = Headline("acc")
+    more_metrics: tuple[str, ...] = ("test/loss",)  # in the HParams table after the headline
 
     def __init__(self, cfg: dict[str, Any]):
         self.cfg = cfg
@@ -64,7 +114,8 @@ class Classification:
 
 @TASKS.register("segmentation", "one label per pixel (head=progressive|oneshot|...); metrics: miou, boundary_f1")
 class Segmentation(Classification):
-    headline = "miou"
+    headline = Headline("miou")
+    more_metrics = ("test/boundary_f1", "test/pixel_acc", "test/mean_class_acc", "test/loss")
 
     def __init__(self, cfg: dict[str, Any]):
         super().__init__(cfg)

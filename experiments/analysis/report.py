@@ -1,0 +1,258 @@
+"""`sampler compare`: the ablation's answer, from run directories alone (DESIGN §4, §7).
+
+Discovery finds every run directory under the given paths and never stops at a
+half-written, failed or still-running run: it is shown with its status. A
+variant is the set of config values that differ between runs, minus the seed
+(DESIGN §7). Per variant: n, mean, standard deviation, a t-based confidence
+interval, min and max, and a test against the best variant: a paired t-test
+when both ran exactly the same seeds (the seed fixes init, data order and
+augmentation, so pairing removes that shared noise), Welch's t-test otherwise.
+With fewer than two runs on either side there is no verdict, only a request for
+more seeds. Cost columns come from the same metrics.json files."""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..runs.hparams import NOT_HPARAMS
+from ..runs.read import RECORDED, Run
+from ..train.tasks import TASKS, headline
+from .stats import paired_t, t_interval, welch_t
+
+# Keys that never make two runs different variants: the seed is the noise being
+# averaged over; the rest say where or how a run ran, not what it ran.
+NOT_VARIANT = ("seed", "resume", *NOT_HPARAMS)
+COSTS = {  # metrics.json key: column title
+    "model/params": "params", "model/flops": "MFLOPs", "train/images_per_s": "img/s",
+    "time/total_s": "time s", "memory/step_peak_mb": "step peak MB", "memory/peak_mb": "peak MB",
+}
+SCALE = {"model/flops": 1e-6}
+LOWER_IS_BETTER = ("loss", "time/", "memory/", "model/")
+
+
+@dataclass
+class Variant:
+    label: str
+    values: dict[str, Any]
+    runs: list[Run]
+    metric: str
+    scores: list[float] = field(default_factory=list)
+    seeds: list[Any] = field(default_factory=list)
+    mean: float = math.nan
+    std: float = math.nan
+    ci: tuple[float, float] = (math.nan, math.nan)
+    min: float = math.nan
+    max: float = math.nan
+    p: float | None = None
+    test: str = ""
+    verdict: str = ""
+    cost: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return len(self.scores)
+
+    @property
+    def unfinished(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for run in self.runs:
+            if run.status != "completed":
+                counts[run.status] = counts.get(run.status, 0) + 1
+        return counts
+
+
+@dataclass
+class Report:
+    metric: str
+    goal: str  # max | min
+    alpha: float
+    keys: list[str]  # what names a variant
+    also: list[str]  # keys that differ too, determined by `keys`
+    common: dict[str, Any]  # overridden values that are the same in every run
+    variants: list[Variant]  # best first
+    unfinished: list[Run]
+
+    @property
+    def level(self) -> str:
+        return f"{100 * (1 - self.alpha):g}%"
+
+
+
+# ---------------------------------------------------------------- grouping
+
+def _hashable(v: Any) -> str:
+    return json.dumps(v, sort_keys=True, default=str)
+
+
+def variant_keys(runs: Sequence[Run], by: Sequence[str] = (),
+                 ignore: Sequence[str] = ()) -> tuple[list[str], list[str]]:
+    """The keys that name variants, and the other differing keys they determine.
+
+    Without `by`: every key whose value differs between runs, minus the seed and
+    `ignore`. Keys a kept key already determines (sgd's momentum, given
+    optim.name) only add noise to a label, so registry names (`*.name`) and keys
+    the user overrode are kept first and the rest only when they add a split.
+    """
+    all_keys = sorted({k for r in runs for k in r.config})
+    if by:
+        unknown = [k for k in by if k not in all_keys]
+        if unknown:
+            raise ConfigError("--by", f"no run has the key {', '.join(unknown)}; keys that differ "
+                              f"between these runs: {', '.join(differing(runs, all_keys)) or '(none)'}")
+        return list(by), []
+    skip = set(NOT_VARIANT) | set(ignore)
+    diff = [k for k in differing(runs, all_keys) if k not in skip and not k.startswith("hydra.")]
+    named = _override_names(runs)
+    keys: list[str] = []
+    for key in sorted(diff, key=lambda k: (not k.endswith(".name"), k not in named, k)):
+        if not _determined(runs, keys, key):
+            keys.append(key)
+    return sorted(keys), [k for k in diff if k not in keys]
+
+
+def differing(runs: Sequence[Run], keys: Iterable[str]) -> list[str]:
+    """Keys with more than one value; a recorded key a run never got to write does not count."""
+    return [k for k in keys if len({_hashable(r.config.get(k)) for r in runs
+                                    if k not in RECORDED or r.config.get(k) is not None}) > 1]
+
+
+def _determined(runs: Sequence[Run], keys: Sequence[str], key: str) -> bool:
+    seen: dict[str, str] = {}
+    for r in runs:
+        given, value = _hashable([r.config.get(k) for k in keys]), _hashable(r.config.get(key))
+        if seen.setdefault(given, value) != value:
+            return False
+    return True
+
+
+def _override_names(runs: Sequence[Run]) -> set[str]:
+    return {o.split("=", 1)[0].lstrip("+~") for r in runs for o in r.metrics.get("overrides", [])}
+
+
+def common_values(runs: Sequence[Run], keys: Sequence[str]) -> dict[str, Any]:
+    """The values every run shares among those a user set (overrides) or a run recorded."""
+    # a config group override (optim=adamw) shows as the registry name it chose
+    names = sorted({n if any(n in r.config for r in runs) else f"{n}.name" for n in _override_names(runs)}
+                   | set(RECORDED))
+    common = {}
+    for key in names:
+        values = [r.config[key] for r in runs if key in r.config
+                  and (r.config[key] is not None or key not in RECORDED)]
+        if key not in keys and key not in NOT_VARIANT and values and not differing(runs, [key]):
+            common[key] = values[0]
+    return common
+
+
+def group(runs: Sequence[Run], keys: Sequence[str], metric: str) -> list[Variant]:
+    groups: dict[str, Variant] = {}
+    for run in runs:
+        values = {k: run.config.get(k) for k in keys}
+        label = ", ".join(f"{k}={_show(v)}" for k, v in values.items()) or "all runs"
+        groups.setdefault(label, Variant(label, values, [], metric)).runs.append(run)
+    return list(groups.values())
+
+
+def _show(v: Any) -> str:
+    if isinstance(v, list):
+        return "[" + ",".join(map(_show, v)) + "]"
+    if v is None:
+        return "null"
+    return str(v).lower() if isinstance(v, bool) else str(v)
+
+
+# ---------------------------------------------------------------- per variant
+
+def summarize(variant: Variant, alpha: float) -> None:
+    """n, mean, std, the t-based (1 - alpha) interval, min/max and mean costs."""
+    done = [r for r in variant.runs if r.status == "completed" and _number(r.metrics.get(variant.metric))]
+    variant.scores = [float(r.metrics[variant.metric]) for r in done]
+    variant.seeds = [r.seed for r in done]
+    if not done:
+        return
+    x = np.array(variant.scores)
+    variant.mean, variant.min, variant.max = float(x.mean()), float(x.min()), float(x.max())
+    if len(x) > 1:
+        variant.std = float(x.std(ddof=1))
+        variant.ci = t_interval(x, alpha)
+    for key in COSTS:
+        values = [float(r.metrics[key]) for r in done if _number(r.metrics.get(key))]
+        if values:
+            variant.cost[key] = float(np.mean(values)) * SCALE.get(key, 1.0)
+
+
+def goal_of(metric: str) -> str:
+    """max or min: a task's headline says it; otherwise losses, times and costs are lower-better."""
+    for name in TASKS:
+        h = headline(name)
+        if metric in (h.val, h.val_best, h.test):
+            return h.goal
+    return "min" if any(p in metric for p in LOWER_IS_BETTER) else "max"
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def paired(a: Variant, b: Variant) -> bool:
+    """Both ran exactly the same seeds, each once: compare seed by seed."""
+    return len(set(a.seeds)) == a.n and sorted(a.seeds, key=str) == sorted(b.seeds, key=str)
+
+
+def against_best(best: Variant, other: Variant, alpha: float) -> None:
+    """The test, its p-value and the verdict of `other` against the best variant."""
+    if best.n < 2 or other.n < 2:
+        other.verdict = f"needs more seeds (n={min(best.n, other.n)})"
+        return
+    if paired(best, other):
+        order = {s: i for i, s in enumerate(best.seeds)}
+        o = [s for _, s in sorted(zip(other.seeds, other.scores), key=lambda t: order[t[0]])]
+        other.test, other.p = "paired t", paired_t(best.scores, o)
+    else:
+        other.test, other.p = "Welch t", welch_t(best.scores, other.scores)
+    other.verdict = "not distinguishable" if other.p >= alpha else "worse"
+
+
+def default_metric(runs: Sequence[Run]) -> str:
+    """The headline test metric the runs' task declares (train/tasks.py); classification's
+    when the runs mix tasks or do not say."""
+    tasks = {r.config.get("task.name") for r in runs if r.config}
+    name = next(iter(tasks)) if len(tasks) == 1 else None
+    return headline(name if name in TASKS else "classification").test
+
+
+def build_report(runs: Sequence[Run], metric: str | None = None, by: Sequence[str] = (),
+                 ignore: Sequence[str] = (), alpha: float = 0.05, goal: str | None = None) -> Report:
+    metric = metric or default_metric(runs)
+    if not 0 < alpha < 1:
+        raise ConfigError("--alpha", f"{alpha} must be between 0 and 1 (0.05 gives 95% intervals)")
+    if goal not in (None, "max", "min"):
+        raise ConfigError("--goal", f"{goal!r}: choose max or min")
+    _check_metric(runs, metric)
+    goal = goal or goal_of(metric)
+    started = [r for r in runs if r.config]  # an unreadable run without a snapshot has no variant
+    keys, also = variant_keys(started, by, ignore)
+    variants = group(started, keys, metric)
+    for v in variants:
+        summarize(v, alpha)
+    sign = 1 if goal == "max" else -1
+    variants.sort(key=lambda v: (v.n == 0, -sign * v.mean if v.n else 0, v.label))
+    best = variants[0] if variants else None
+    if best is not None and best.n:
+        best.verdict = "best" if best.n > 1 else "best mean (n=1: needs more seeds)"
+        for v in variants[1:]:
+            if v.n:
+                against_best(best, v, alpha)
+    return Report(metric, goal, alpha, keys, also, common_values(started, keys) if started else {},
+                  variants, [r for r in runs if r.status != "completed"])
+
+
+def _check_metric(runs: Sequence[Run], metric: str) -> None:
+    done = [r for r in runs if r.status == "completed"]
+    if done and not any(_number(r.metrics.get(metric)) for r in done):
+        names = sorted({k for r in done for k, v in r.metrics.items() if _number(v)})
+        raise ConfigError("--metric", f"no completed run recorded {metric!r}; choose one of: {', '.join(names)}")

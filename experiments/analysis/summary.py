@@ -1,0 +1,53 @@
+"""The end of a sweep: the Hydra callback that lists the jobs that did not complete and
+writes `summary.md` (the comparison table) into the sweep directory."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+
+from ..errors import ConfigError
+from ..runs.atomic import write_text
+from ..runs.read import Run, find_runs
+from .formats import to_markdown
+from .report import build_report
+
+log = logging.getLogger("sampler")
+
+# Set by the last multirun in this process; the CLI turns it into the exit code.
+last_sweep: dict[str, Any] = {}
+
+
+class SweepSummary(Callback):
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        from rich.console import Console
+        from rich.markup import escape
+
+        sweep_dir = Path(config.hydra.sweep.dir)
+        runs = find_runs([sweep_dir], strict=False)
+        failed = [r for r in runs if r.status != "completed"]
+        last_sweep.clear()
+        last_sweep.update(dir=str(sweep_dir), jobs=len(runs), failed=[r.name for r in failed])
+        console = Console(stderr=True, highlight=False, soft_wrap=True)
+        console.print(f"sweep {sweep_dir}: {len(runs) - len(failed)} of {len(runs)} jobs completed")
+        for run in failed:
+            console.print(f"  [red]{run.status}[/red] {escape(f'{run.name}: {run.error}')}")
+        summary = write_summary(sweep_dir, runs)
+        if summary is not None:
+            console.print(f"summary: {summary}   (sampler compare {sweep_dir} for more)")
+
+
+def write_summary(sweep_dir: Path, runs: list[Run]) -> Path | None:
+    """`summary.md` in the sweep dir: the comparison table, or why there is none."""
+    path = sweep_dir / "summary.md"
+    try:
+        text = to_markdown(build_report(runs))
+    except ConfigError as e:  # e.g. no job completed, so there is no metric to compare
+        text = f"# {sweep_dir.name}\n\nNo comparison: {e.key}: {e.message}\n"
+    except Exception:  # the summary must never turn a finished sweep into a crash
+        log.exception("could not write %s", path)
+        return None
+    write_text(path, text)
+    return path

@@ -1,0 +1,80 @@
+"""Configs as flat dotted keys, and the HParams schema every job of a sweep shares (DESIGN §5)."""
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any, Mapping
+
+from omegaconf import OmegaConf
+
+# Keys that describe where things are, not what was run: kept out of the HParams table.
+NOT_HPARAMS = ("data.root", "data.cache_dir", "trainer.progress", "data.download")
+
+
+def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in cfg.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def hparam_value(v: Any) -> Any:
+    """TensorBoard takes bool, number or string: lists become `[a,b]`, None `none`."""
+    if v is None:
+        return "none"
+    if isinstance(v, (bool, int, float, str)):
+        return v
+    if isinstance(v, (list, tuple)):
+        return "[" + ",".join(str(x) for x in v) + "]"
+    return str(v)
+
+
+def hparam_schema() -> dict[str, str]:
+    """Every config key any shipped option can have, and the one type all jobs write it as.
+
+    A key missing from some option of its group (sgd's `momentum`, absent from
+    adamw) is still written by every job ("none" where absent), so a sweep over
+    `optim=sgd,adamw` gets both columns. TensorBoard refuses to filter a column
+    whose values mix types, so the type comes from the shipped defaults, not from
+    the job: `number` when every option has a number there, `bool` (written as
+    the strings "true"/"false", a discrete domain) when every option has a bool,
+    `string` otherwise.
+    """
+    root = resources.files("sampler.configs")
+    top = OmegaConf.to_container(OmegaConf.create((root / "train.yaml").read_text()))
+    values = {k: [v] for k, v in top.items() if k not in ("defaults", "hydra", "resume", "optimized_metric")}  # type: ignore[union-attr]
+    for group in sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.name):
+        if group.name in ("hydra", "experiment") or group.name.startswith("_"):
+            continue
+        names = sorted(f.name[:-5] for f in group.iterdir() if f.name.endswith(".yaml"))
+        options = [_option_values(group, name) for name in names]
+        for key in sorted({k for o in options for k in o}):
+            found = [o[key] for o in options if key in o]
+            if key.startswith(group.name + ".") and len(found) < len(options):
+                found.append(None)  # an option without the key: its jobs write "none"
+            values.setdefault(key, []).extend(found)
+    return {key: hparam_kind(v) for key, v in values.items()}
+
+
+def _option_values(group: Any, name: str) -> dict[str, Any]:
+    """One option's flat keys, after the siblings it extends (`defaults: [progressive, _self_]`)."""
+    text = (group / f"{name}.yaml").read_text()
+    cfg: dict[str, Any] = OmegaConf.to_container(OmegaConf.create(text)) or {}  # type: ignore[assignment]
+    out: dict[str, Any] = {}
+    for base in cfg.pop("defaults", None) or []:
+        if isinstance(base, str) and base != "_self_" and (group / f"{base}.yaml").is_file():
+            out.update(_option_values(group, base))
+    global_package = any(line.strip() == "# @package _global_" for line in text.splitlines()[:5])
+    out.update(flatten(cfg, "" if global_package else group.name + "."))
+    return out
+
+
+def hparam_kind(values: list[Any]) -> str:
+    if all(isinstance(v, bool) for v in values):
+        return "bool"
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return "number"
+    return "string"
