@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import SHARED_DATA, TINY, needs_cifar, read_metrics, run_dirs
+from conftest import TINY, read_metrics, run_dirs
 from sampler.blocks import build_model
 
 
@@ -70,9 +70,13 @@ def test_a_misspelt_key_is_named_with_a_suggestion(cli) -> None:
     assert "Traceback" not in proc.stderr
 
 
-@needs_cifar
-def test_train_end_to_end_on_the_shared_data(cli, tmp_path: Path) -> None:
-    proc = cli("train", *TINY, "seed=3", check=True)
+@pytest.mark.parametrize("source", ["jpeg_tree", "pickles",
+                                    pytest.param("shared", marks=pytest.mark.real_data("cifar10"))])
+def test_train_end_to_end(cli, tmp_path: Path, request: pytest.FixtureRequest, source: str) -> None:
+    # jpeg_tree: the generated cifar10/<split>/<class>/*.jpg; pickles: the generated official
+    # cifar-10-batches-py/; shared: the real shared copy
+    data = request.getfixturevalue("fake_cifar_pickles") if source == "pickles" else None
+    proc = cli("train", *TINY, "seed=3", check=True, data=data)
     (run,) = run_dirs(tmp_path / "outputs")
     m = read_metrics(run)
     assert m["status"] == "completed" and m["seed"] == 3 and m["error"] is None
@@ -88,7 +92,6 @@ def test_train_end_to_end_on_the_shared_data(cli, tmp_path: Path) -> None:
     assert "test acc" in proc.stdout
 
 
-@needs_cifar
 def test_same_seed_same_result(cli, tmp_path: Path) -> None:
     cli("train", *TINY, check=True)
     cli("train", *TINY, check=True)
@@ -97,8 +100,7 @@ def test_same_seed_same_result(cli, tmp_path: Path) -> None:
     assert a["test/acc"] == b["test/acc"]
 
 
-@needs_cifar
-def test_multirun_two_jobs_on_the_shared_data(cli, tmp_path: Path) -> None:
+def test_multirun_two_jobs(cli, tmp_path: Path) -> None:
     cli("train", "-m", "model.pool=max,avg", *TINY, check=True)
     runs = run_dirs(tmp_path / "outputs" / "multirun")
     assert len(runs) == 2
@@ -108,7 +110,6 @@ def test_multirun_two_jobs_on_the_shared_data(cli, tmp_path: Path) -> None:
     assert "model.pool=avg" in runs[1].name or "model.pool=avg" in runs[0].name
 
 
-@needs_cifar
 def test_a_diverging_run_is_recorded_and_named(cli, tmp_path: Path) -> None:
     proc = cli("train", *TINY, "optim.lr=1e12", "model.norm=none", "trainer.label_smoothing=0.0")
     assert proc.returncode == 2, proc.stderr
@@ -117,13 +118,10 @@ def test_a_diverging_run_is_recorded_and_named(cli, tmp_path: Path) -> None:
     assert read_metrics(run)["status"] == "diverged"
 
 
-@needs_cifar
-def test_ctrl_c_records_interrupted_and_exits_130(tmp_path: Path, cache_dir: Path) -> None:
+def test_ctrl_c_records_interrupted_and_exits_130(tmp_path: Path, cache_dir: Path, data_root: Path) -> None:
     import os
 
-    from conftest import SHARED_DATA
-
-    env = {**os.environ, "SAMPLER_DATA": str(SHARED_DATA), "SAMPLER_CACHE": str(cache_dir)}
+    env = {**os.environ, "SAMPLER_DATA": str(data_root), "SAMPLER_CACHE": str(cache_dir)}
     # A shell's background job (`cmd &`, nohup) starts with SIGINT ignored, and Python then
     # installs no KeyboardInterrupt handler: give the child the default disposition, as a
     # terminal user's process has.
@@ -148,7 +146,6 @@ def test_ctrl_c_records_interrupted_and_exits_130(tmp_path: Path, cache_dir: Pat
     json.loads((runs[0] / "metrics.json").read_text())  # complete, parseable
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "cifar10" / "train").is_dir(), reason="the tutorial pipeline reads the JPEG tree")
 def test_bench_times_both_pipelines_and_the_arithmetic_they_stand_for(cli) -> None:
     from sampler.experiments.train.cost import count_flops
 

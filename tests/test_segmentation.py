@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from conftest import needs_camvid, read_metrics, run_dirs
-from sampler.blocks import HEAD_STYLES, UPSAMPLERS, ConfigError, Segmenter, build_encoder, build_segmenter
+from conftest import read_metrics, run_dirs
+from sampler.blocks import HEAD_STYLES, UPSAMPLERS, ConfigError, Segmenter, build_encoder, build_model
 from sampler.blocks.heads import PixelShuffle, Transposed
 from sampler.experiments.data import SegmentationLoader, Split
 from sampler.experiments.data.camvid import CAMVID_CLASSES, CAMVID_PALETTE, load_camvid, load_camvid_tensors
@@ -20,6 +20,11 @@ from sampler.experiments.data.pets import load_pets
 from sampler.experiments.train.metrics import (VOID, SegmentationMeter, boundaries, boundary_counts, colorize,
                                               confusion_matrix, confusion_scores, median_frequency_weights,
                                               prediction_grid)
+
+
+def build_segmenter(**kwargs):
+    """A dense model through the one builder (head=decoder; head errors are named head.*)."""
+    return build_model(head="decoder", **{"num_classes": 11, **kwargs})
 
 SIZES = [(32, 48), (45, 37)]  # even, and odd sides that floor-mode pooling does not halve evenly
 COMBOS = list(itertools.product(HEAD_STYLES.names(), UPSAMPLERS.names(), [False, True]))
@@ -39,7 +44,7 @@ def test_every_head_and_upsampling_keeps_the_input_size(style: str, upsample: st
     if key is not None:
         with pytest.raises(ConfigError) as err:
             build_segmenter(**kwargs)
-        assert err.value.key == key and "progressive" in err.value.message
+        assert err.value.key == f"head.{key}" and "progressive" in err.value.message
         return
     model = build_segmenter(**kwargs)
     for height, width in SIZES:
@@ -62,7 +67,7 @@ def test_align_corners_reaches_the_interpolation(upsample: str) -> None:
 def test_align_corners_is_refused_where_it_means_nothing(upsample: str) -> None:
     with pytest.raises(ConfigError) as err:
         build_segmenter(widths=[8, 16], upsample=upsample, align_corners=True)
-    assert err.value.key == "align_corners" and "bilinear and bicubic" in err.value.message
+    assert err.value.key == "head.align_corners" and "bilinear and bicubic" in err.value.message
 
 
 @pytest.mark.parametrize("kwargs,key,needle", [
@@ -79,7 +84,7 @@ def test_align_corners_is_refused_where_it_means_nothing(upsample: str) -> None:
 def test_invalid_combinations_name_the_key(kwargs: dict, key: str, needle: str) -> None:
     with pytest.raises(ConfigError) as err:
         build_segmenter(**{"widths": [8, 16], "upsample": "unpool", **kwargs})
-    assert err.value.key == key and needle in err.value.message
+    assert err.value.key == f"head.{key}" and needle in err.value.message
 
 
 @pytest.mark.parametrize("encoder", [
@@ -378,8 +383,8 @@ def test_without_augmentation_labels_pass_through() -> None:
 # ---------------------------------------------------------------- configs and CLI
 
 def test_task_segmentation_switches_data_head_and_builds_a_segmenter() -> None:
-    from sampler.experiments.train.runner import make_model
-    from sampler.experiments.tools.inspect import compose
+    from sampler.experiments.train.model import make_model
+    from sampler.experiments.tools.config import compose
 
     cfg = compose(["task=segmentation"])
     assert cfg["data"]["name"] == "camvid" and cfg["head"]["name"] == "decoder"
@@ -390,8 +395,8 @@ def test_task_segmentation_switches_data_head_and_builds_a_segmenter() -> None:
 
 @pytest.mark.parametrize("preset", ["upsample_modes", "head_style", "camvid_fast"])
 def test_segmentation_presets_compose_and_build(preset: str) -> None:
-    from sampler.experiments.train.runner import make_model
-    from sampler.experiments.tools.inspect import compose
+    from sampler.experiments.train.model import make_model
+    from sampler.experiments.tools.config import compose
 
     cfg = compose([f"experiment={preset}"])
     assert cfg["task"]["name"] == "segmentation"
@@ -417,8 +422,8 @@ def test_segmentation_user_errors_exit_2(cli, args: list[str], key: str, needle:
     assert "Traceback" not in proc.stderr + proc.stdout
 
 
-@needs_camvid
-def test_segmentation_end_to_end_on_the_shared_camvid(cli, tmp_path: Path) -> None:
+@pytest.mark.parametrize("source", ["generated", pytest.param("shared", marks=pytest.mark.real_data("camvid"))])
+def test_segmentation_end_to_end(cli, tmp_path: Path, source: str) -> None:  # source: the cli fixture's data_root
     cli("train", "task=segmentation", "data.subset=8", "trainer.epochs=1", "model.widths=[8,16]",
         "trainer.threads=1", "head.upsample=unpool", "head.skips=true", check=True)
     (run,) = run_dirs(tmp_path / "outputs")
@@ -434,4 +439,11 @@ def test_segmentation_end_to_end_on_the_shared_camvid(cli, tmp_path: Path) -> No
     events = EventAccumulator(str(run), size_guidance={"images": 0}).Reload()
     assert "val/prediction" in events.Tags()["images"]
     assert {"val/miou", "val/iou/Car", "test/miou", "test/boundary_f1", "test/iou/Sky"} <= set(events.Tags()["scalars"])
+    # The HParams table leads with the task's headline, mIoU, then boundary F1 and pixel accuracy.
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    content = events.PluginTagToContent("hparams")["_hparams_/experiment"]
+    infos = plugin_data_pb2.HParamsPluginData.FromString(content).experiment.metric_infos
+    tags = [info.name.tag for info in infos]
+    assert tags[:2] == ["val/miou_best", "test/miou"] and {"test/boundary_f1", "test/pixel_acc"} <= set(tags)
     json.dumps(m)  # plain values only

@@ -13,10 +13,11 @@ from datetime import datetime
 from pathlib import Path
 
 
-from conftest import SHARED_DATA, TINY, needs_cifar, read_metrics, run_dirs
+from conftest import TINY, read_metrics, run_dirs
 
 from sampler.experiments.train.env import available_cpus
-from sampler.experiments.runs.sweep import claim, hparam_schema, job_dir_name, new_sweep_dir
+from sampler.experiments.runs.hparams import hparam_schema
+from sampler.experiments.runs.sweep import claim, job_dir_name, new_sweep_dir
 
 
 def sweep_dirs(cwd: Path) -> list[Path]:
@@ -27,16 +28,15 @@ def by_pool(root: Path) -> dict[str, dict]:
     return {read_metrics(d)["config"]["model"]["pool"]: read_metrics(d) for d in run_dirs(root)}
 
 
-def start(cwd: Path, cache_dir: Path, *args: str) -> subprocess.Popen:
+def start(cwd: Path, cache_dir: Path, data_root: Path, *args: str) -> subprocess.Popen:
     """`sampler ARGS...` in the background, in its own process group (to kill it whole)."""
-    env = {**os.environ, "SAMPLER_DATA": str(SHARED_DATA), "SAMPLER_CACHE": str(cache_dir), "COLUMNS": "200"}
+    env = {**os.environ, "SAMPLER_DATA": str(data_root), "SAMPLER_CACHE": str(cache_dir), "COLUMNS": "200"}
     return subprocess.Popen([sys.executable, "-m", "sampler.cli.app", *args], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 
 # ---------------------------------------------------------------- failures
 
-@needs_cifar
 def test_a_failing_job_is_recorded_and_the_others_still_run(cli, tmp_path: Path) -> None:
     proc = cli("train", "-m", "model.pool=bogus,max", "seed=0", *TINY)
     assert proc.returncode == 1, proc.stderr
@@ -53,10 +53,9 @@ def test_a_failing_job_is_recorded_and_the_others_still_run(cli, tmp_path: Path)
 
 # ---------------------------------------------------------------- kill, then resume
 
-@needs_cifar
-def test_a_killed_sweep_resumes_skipping_completed_jobs(cli, cache_dir: Path, tmp_path: Path) -> None:
+def test_a_killed_sweep_resumes_skipping_completed_jobs(cli, cache_dir: Path, data_root: Path, tmp_path: Path) -> None:
     args = ["train", "-m", "model.pool=max,avg", "seed=0", *TINY]
-    proc = start(tmp_path, cache_dir, *args)
+    proc = start(tmp_path, cache_dir, data_root, *args)
     try:  # kill the sweep as soon as its second job has started
         deadline = time.monotonic() + 300
         while not list(tmp_path.glob("outputs/multirun/*/*model.pool=avg*/metrics.json")):
@@ -105,10 +104,9 @@ def test_resume_of_a_path_that_is_no_sweep_is_a_user_error(cli, tmp_path: Path) 
 
 # ---------------------------------------------------------------- directories
 
-@needs_cifar
-def test_two_sweeps_launched_at_once_get_their_own_dirs(cache_dir: Path, tmp_path: Path) -> None:
+def test_two_sweeps_launched_at_once_get_their_own_dirs(cache_dir: Path, data_root: Path, tmp_path: Path) -> None:
     args = ["train", "-m", "model.pool=max", "seed=0", *TINY]
-    procs = [start(tmp_path, cache_dir, *args) for _ in range(2)]
+    procs = [start(tmp_path, cache_dir, data_root, *args) for _ in range(2)]
     outputs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
     sweeps = sweep_dirs(tmp_path)
@@ -143,7 +141,6 @@ def test_a_job_dir_is_held_by_one_process_at_a_time(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- launchers
 
-@needs_cifar
 def test_joblib_divides_the_cores_between_parallel_jobs(cli, tmp_path: Path) -> None:
     overrides = [o for o in TINY if not o.startswith("trainer.threads")]  # threads=null: auto
     proc = cli("train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model.pool=max,avg",
@@ -156,7 +153,6 @@ def test_joblib_divides_the_cores_between_parallel_jobs(cli, tmp_path: Path) -> 
     assert (sweep / "summary.md").is_file()
 
 
-@needs_cifar
 def test_submitit_local_runs_the_slurm_code_path(cli, tmp_path: Path) -> None:
     overrides = [o for o in TINY if not o.startswith("trainer.threads")]
     proc = cli("train", "-m", "hydra/launcher=submitit_local", "hydra.launcher.cpus_per_task=1",

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY, needs_cifar, read_metrics, run_dirs
+from conftest import TINY, read_metrics, run_dirs
 
 from sampler.blocks import POOLS
 
@@ -91,7 +91,6 @@ def session_groups(server: Server, infos: dict, metrics: list, **changes: dict) 
         "startIndex": 0, "sliceSize": 100})
 
 
-@needs_cifar
 def test_hparams_and_scalars_served_by_a_real_tensorboard(cli, tmp_path: Path) -> None:
     overrides = [o for o in TINY if not o.startswith("trainer.epochs")]
     cli("train", "-m", "optim=sgd,adamw", "seed=0", "trainer.epochs=2", *overrides, check=True)

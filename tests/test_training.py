@@ -5,11 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import needs_cifar, read_metrics, run_dirs
+from conftest import read_metrics, run_dirs
 
 
 @pytest.mark.slow
-@needs_cifar
+@pytest.mark.real_data("cifar10")
 def test_cifar10_real_training_learns(cli, tmp_path: Path) -> None:
     """3 epochs of the default stack on 10,000 images: far above chance (10%)."""
     cli("train", "data.subset=10000", "data.val_size=1000", "trainer.epochs=3", check=True, timeout=900)
