@@ -171,8 +171,8 @@ def test_one_seed_asks_for_more_instead_of_a_verdict(compare, tmp_path: Path) ->
     assert "needs more seeds" in rows["model.pool=max"]["verdict"]
     assert rows["model.pool=avg"]["verdict"] == "needs more seeds (n=1)"
     assert rows["model.pool=avg"]["p"] is None and rows["model.pool=avg"]["ci_low"] is None
-    table = compare(str(root), check=True).stdout
-    assert "needs more seeds" in table and "no test ran" in table
+    table = " ".join(compare(str(root), check=True).stdout.split())
+    assert "n<2" in table and "needs more seeds" in table and "no test ran" in table
 
 
 def test_lower_is_better_for_losses(compare, sweep: Path) -> None:
@@ -204,8 +204,23 @@ def test_segmentation_runs_are_compared_on_miou_by_default(compare, tmp_path: Pa
     report = compare_json(compare, str(root))
     assert report["metric"] == "test/miou" and report["variants"][0]["mean"] == pytest.approx(0.405)
     assert compare_json(compare, str(root), "--metric", "test/acc")["metric"] == "test/acc"
-    fake_run(root, "cls", 0, **{"test/acc": 0.5})  # a classification run among them: back to test/acc
-    assert compare_json(compare, str(root))["metric"] == "test/acc"
+    table = compare(str(root), check=True).stdout
+    assert "40.50%" in table, "miou is a fraction: shown in %"
+
+
+def test_runs_of_two_tasks_are_never_ranked_together(compare, tmp_path: Path) -> None:
+    for seed in range(2):
+        fake_run(tmp_path / "seg", f"max_{seed}", seed, task="segmentation", **{"test/acc": 0.9, "test/miou": 0.4})
+        fake_run(tmp_path / "cls", f"max_{seed}", seed, **{"test/acc": 0.5})
+    for args in ([str(tmp_path)], [str(tmp_path / "seg"), str(tmp_path / "cls"), "--metric", "test/acc"],
+                 [str(tmp_path), "--by", "model.pool", "--format", "json"]):
+        proc = compare(*args)
+        assert proc.exit_code == 2 and proc.stdout == "", proc.stdout
+        error = " ".join(proc.stderr.split())
+        assert error.startswith("error: paths: these runs mix tasks") and "Traceback" not in error
+        assert "classification, segmentation" in error and "separately" in error
+        assert f"segmentation: 2 runs under {tmp_path / 'seg'}" in error
+    assert compare(str(tmp_path / "seg"), check=True).exit_code == 0  # one kind at a time is fine
 
 
 def test_failed_running_and_broken_runs_are_shown_not_fatal(compare, sweep: Path) -> None:
@@ -226,7 +241,7 @@ def test_failed_running_and_broken_runs_are_shown_not_fatal(compare, sweep: Path
     check_variant(rows["model.pool=max"], MAX)  # only completed runs count
     assert rows["model.pool=max"]["unfinished"] == {"failed": 1}
     assert rows["model.pool=avg"]["unfinished"] == {"no metrics": 1, "running": 1}
-    table = compare(str(sweep), check=True).stdout
+    table = " ".join(compare(str(sweep), check=True).stdout.split())
     assert "ValueError: boom" in table and "unreadable" in table and "1 failed" in table
 
 
@@ -244,21 +259,24 @@ def test_by_ignore_and_the_shared_header(compare, tmp_path: Path) -> None:
         assert pooled["keys"] == ["model.pool"]
         check_variant(by_label(pooled)["model.pool=max"], scores[("max", 1)] + scores[("max", 2)])
         assert by_label(pooled)["model.pool=avg"]["test"] == "Welch t", "seeds repeat within a variant: not paired"
-    header = compare(str(root), "--by", "model.pool,trainer.epochs", check=True).stdout
-    assert "same in every run: data.subset=200  device=cpu  precision=fp32" in header
+    header = " ".join(compare(str(root), "--by", "model.pool,trainer.epochs", check=True).stdout.split())
+    assert "same in every run: data.subset=200 device=cpu precision=fp32" in header
+    assert "┃ variant" in header and "model.pool=avg, trainer.epochs=2" in header, "no shared prefix"
 
 
 def test_markdown_csv_and_table(compare, sweep: Path) -> None:
     md = compare(str(sweep), "--format", "md", check=True).stdout
     assert md.startswith("# test/acc by variant, best first")
-    assert "| **model.pool=max** (best) | 3 |" in md and "paired t, p=" in md
+    assert "| **model.pool=max** (best) | 3 |" in md and "| paired t |" in md
+    assert f"| {100 * np.mean(AVG):.2f}% ± " in md and "| step peak MB |" in md, "md is the wide table"
     rows = list(csv.DictReader(io.StringIO(compare(str(sweep), "--format", "csv", check=True).stdout)))
     assert [r["variant"] for r in rows] == ["model.pool=max", "model.pool=avg"]
     assert float(rows[1]["mean"]) == pytest.approx(np.mean(AVG))
     assert [float(r["memory/step_peak_mb"]) for r in rows] == [40.0, 30.0]  # the activation-memory cost column
     assert json.loads(rows[0]["seeds"]) == [0, 1, 2]
     table = compare(str(sweep), check=True).stdout
-    assert "★ model.pool=max" in table and "95% CI" in table and "step peak MB" in table
+    assert "model.pool" in table and "★ max" in table and "95% CI" in table
+    assert "step peak MB" in " ".join(table.split()), "named below the table: --wide shows it"
 
 
 def test_list_valued_variants_keep_their_brackets_in_the_table(compare, tmp_path: Path) -> None:
@@ -272,7 +290,9 @@ def test_list_valued_variants_keep_their_brackets_in_the_table(compare, tmp_path
             metrics["config"]["model"]["order"] = order.split(",")
             write_json(run / "metrics.json", metrics)
     table = compare(str(root), check=True).stdout
-    assert "model.order=[conv,pool,norm,act]" in table and "model.order=[conv,norm,act,pool]" in table
+    assert "model.order" in table and "[conv,pool,norm,act]" in table and "[conv,norm,act,pool]" in table
+    md = compare(str(root), "--format", "md", check=True).stdout
+    assert "model.order=[conv,pool,norm,act]" in md and "model.order=[conv,norm,act,pool]" in md
 
 
 @pytest.mark.parametrize("args, words", [

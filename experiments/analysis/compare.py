@@ -13,14 +13,14 @@ from .report import Report, build_report
 
 def compare(paths: Sequence[Path], metric: str | None = None, by: Sequence[str] = (),
             ignore: Sequence[str] = (), fmt: str = "table", alpha: float = 0.05, goal: str | None = None,
-            plot: bool = False, out: Path | None = None) -> Report:
+            plot: bool = False, out: Path | None = None, wide: bool = False) -> Report:
     """What `sampler compare` does: find, group, test, print (and plot)."""
     if fmt not in FORMATS:
         raise ConfigError("--format", f"unknown format {fmt!r}; choose one of: {', '.join(FORMATS)}")
     by = [k for item in by for k in item.split(",") if k]
     report = build_report(find_runs(paths), metric, by, ignore, alpha, goal)
     if fmt == "table":
-        print_table(report)
+        print_table(report, wide=wide)
     else:
         print({"md": to_markdown, "csv": to_csv, "json": to_json}[fmt](report), end="")
     if plot:

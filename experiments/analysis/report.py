@@ -8,11 +8,13 @@ interval, min and max, and a test against the best variant: a paired t-test
 when both ran exactly the same seeds (the seed fixes init, data order and
 augmentation, so pairing removes that shared noise), Welch's t-test otherwise.
 With fewer than two runs on either side there is no verdict, only a request for
-more seeds. Cost columns come from the same metrics.json files."""
+more seeds. Cost columns come from the same metrics.json files. Runs of different
+tasks or data sets are refused, never ranked together."""
 from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
@@ -157,6 +159,26 @@ def group(runs: Sequence[Run], keys: Sequence[str], metric: str) -> list[Variant
     return list(groups.values())
 
 
+def short_labels(keys: Sequence[str], variants: Sequence[Variant]) -> tuple[str, list[str]]:
+    """The variant column's title and each variant's name under it, shared prefix moved up.
+
+    One key: the key is the title and the value the name (`model.pool` over `max`).
+    Several: their common dotted prefix is the title (`model` over `act=gelu, pool=max`);
+    `variant` when they share none. Nothing is cut: every value is named in full.
+    """
+    if not keys:
+        return "variant", [v.label for v in variants]
+    if len(keys) == 1:
+        return keys[0], [_show(v.values.get(keys[0])) for v in variants]
+    parts = [k.split(".") for k in keys]
+    shared = 0
+    while all(len(p) > shared + 1 and p[shared] == parts[0][shared] for p in parts):
+        shared += 1
+    prefix = ".".join(parts[0][:shared])
+    cut = len(prefix) + 1 if prefix else 0
+    return prefix or "variant", [", ".join(f"{k[cut:]}={_show(v.values.get(k))}" for k in keys) for v in variants]
+
+
 def _show(v: Any) -> str:
     if isinstance(v, list):
         return "[" + ",".join(map(_show, v)) + "]"
@@ -194,6 +216,25 @@ def goal_of(metric: str) -> str:
     return "min" if any(p in metric for p in LOWER_IS_BETTER) else "max"
 
 
+FRACTIONS = ("acc", "iou", "f1")  # a metric whose name ends so is a 0-1 fraction (acc, miou, boundary_f1)
+NON_NEGATIVE = ("loss", "time/", "memory/", "model/", "images_per_s")
+
+
+def is_fraction(metric: str) -> bool:
+    """acc, pixel_acc, miou, boundary_f1, iou/<class>: shown in %, bounded by [0, 1]."""
+    parts = metric.lower().split("/")
+    return parts[-1].endswith(FRACTIONS) or (len(parts) > 1 and parts[-2].endswith(FRACTIONS))
+
+
+def metric_range(metric: str) -> tuple[float, float]:
+    """The values `metric` can take by definition: no interval is shown reaching past them."""
+    if is_fraction(metric):
+        return 0.0, 1.0
+    if any(p in metric for p in NON_NEGATIVE):
+        return 0.0, math.inf
+    return -math.inf, math.inf
+
+
 def _number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
@@ -219,7 +260,7 @@ def against_best(best: Variant, other: Variant, alpha: float) -> None:
 
 def default_metric(runs: Sequence[Run]) -> str:
     """The headline test metric the runs' task declares (train/tasks.py); classification's
-    when the runs mix tasks or do not say."""
+    when the runs do not say (runs of two tasks never get here: check_one_kind)."""
     tasks = {r.config.get("task.name") for r in runs if r.config}
     name = next(iter(tasks)) if len(tasks) == 1 else None
     return headline(name if name in TASKS else "classification").test
@@ -227,6 +268,7 @@ def default_metric(runs: Sequence[Run]) -> str:
 
 def build_report(runs: Sequence[Run], metric: str | None = None, by: Sequence[str] = (),
                  ignore: Sequence[str] = (), alpha: float = 0.05, goal: str | None = None) -> Report:
+    check_one_kind(runs)
     metric = metric or default_metric(runs)
     if not 0 < alpha < 1:
         raise ConfigError("--alpha", f"{alpha} must be between 0 and 1 (0.05 gives 95% intervals)")
@@ -249,6 +291,33 @@ def build_report(runs: Sequence[Run], metric: str | None = None, by: Sequence[st
                 against_best(best, v, alpha)
     return Report(metric, goal, alpha, keys, also, common_values(started, keys) if started else {},
                   variants, [r for r in runs if r.status != "completed"])
+
+
+KINDS = {"task.name": "tasks", "data.name": "data sets"}  # never ranked together
+
+
+def check_one_kind(runs: Sequence[Run]) -> None:
+    """Refuse runs of different tasks or data sets: their numbers do not measure the same thing."""
+    for key, what in KINDS.items():
+        found: dict[str, list[Run]] = {}
+        for r in runs:
+            if r.config.get(key) is not None:
+                found.setdefault(_show(r.config[key]), []).append(r)
+        if len(found) > 1:
+            folders = {name: _folder(rs) for name, rs in found.items()}
+            apart = len(set(folders.values())) == len(folders)  # else: point at a run of each
+            where = "; ".join(f"{name}: {len(rs)} run{'s' if len(rs) > 1 else ''} "
+                              + (f"under {folders[name]}" if apart else f"such as {rs[0].dir}")
+                              for name, rs in sorted(found.items()))
+            raise ConfigError("paths", f"these runs mix {what} ({key} = {', '.join(sorted(found))}), whose "
+                              f"{'metrics' if key == 'task.name' else 'scores'} cannot be ranked together; "
+                              f"compare them separately, passing the sweep or run directories of one kind "
+                              f"at a time ({where})")
+
+
+def _folder(runs: Sequence[Run]) -> str:
+    dirs = [str(r.dir) for r in runs]
+    return dirs[0] if len(dirs) == 1 else os.path.commonpath(dirs)
 
 
 def _check_metric(runs: Sequence[Run], metric: str) -> None:

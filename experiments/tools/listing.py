@@ -6,10 +6,11 @@ from typing import Sequence
 
 from rich.console import Console
 from rich.table import Table
+from torch import Tensor
 
 from sampler.blocks.registry import call_with_accepted
 
-from ..data import DATASETS, cache_root
+from ..data import DATASETS, VOID, cache_root
 from ..train.choices import CHOICES
 from .config import compose
 
@@ -41,6 +42,12 @@ def print_data_summary(overrides: Sequence[str]) -> None:
     for split in ("train", "val", "test"):
         s = getattr(data, split)
         if s is not None:
-            console.print(f"  {split:5s} {len(s):6d} images  {tuple(s.images.shape[1:])}  "
-                          f"{len(s.labels.unique())} classes")
+            console.print(f"  {split:5s} {len(s):6d} images  {tuple(s.images.shape[1:])}  {class_count(s.labels)}")
     console.print(f"  mean {tuple(round(m, 4) for m in data.mean)}  std {tuple(round(s, 4) for s in data.std)}")
+
+
+def class_count(labels: Tensor) -> str:
+    """The classes a split's labels hold, void (VOID, ignored in training) apart: `11 classes + void`."""
+    values = labels.unique()
+    void = bool((values == VOID).any())
+    return f"{int((values != VOID).sum())} classes" + (" + void" if void else "")
