@@ -115,6 +115,8 @@ def _conv_out(size: int, kernel_size: int, stride: int, padding: int, dilation: 
 
 
 def check_order(order: Sequence[str]) -> list[str]:
+    if not isinstance(order, (list, tuple)):
+        raise ConfigError("order", f"{order!r} must be a list such as [conv,norm,act,pool]")
     order = [str(o) for o in order]
     if sorted(order) != sorted(PARTS):
         raise ConfigError("order", f"{order} must be a permutation of {list(PARTS)}, each part once "
@@ -207,8 +209,11 @@ def build_encoder(*, widths: Sequence[int] = (32, 64, 128, 256), convs_per_stage
     An optional stem (a unit without pool, `stem_width` channels) runs before the
     first stage, as in most fast CIFAR-10 nets."""
     order = check_order(order)
+    if not isinstance(widths, (list, tuple)):
+        raise ConfigError("widths", f"{widths!r} must be a list of channel counts, one per stage, "
+                          "e.g. [32,64,128,256] (a single stage is [32])")
     widths = list(widths)
-    if not widths or not all(isinstance(w, int) and w > 0 for w in widths):
+    if not widths or not all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in widths):
         raise ConfigError("widths", f"{widths} must be a non-empty list of positive channel counts")
     if not isinstance(convs_per_stage, int) or convs_per_stage < 1:
         raise ConfigError("convs_per_stage", f"{convs_per_stage!r} must be an integer >= 1")

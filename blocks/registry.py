@@ -24,6 +24,8 @@ class ConfigError(ValueError):
     (`model.pool`) with `with_prefix` so the message names the dotted key.
     """
 
+    exit_code = 2  # what the CLI exits with: a user's mistake
+
     def __init__(self, key: str, message: str):
         self.key = key
         self.message = message

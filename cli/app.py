@@ -32,7 +32,7 @@ def train(ctx: typer.Context) -> None:
     from sampler.experiments.tools.config import check_override_keys
     from sampler.experiments.analysis.summary import last_sweep
 
-    from .task import check_resume_args
+    from .task import check_output_dirs, check_resume_args
     from .task import train as hydra_train
 
     # Hydra reads its overrides and flags from sys.argv (it refuses injected
@@ -40,15 +40,17 @@ def train(ctx: typer.Context) -> None:
     sys.argv = ["sampler", *ctx.args]
     last_sweep.clear()
     try:
+        check_output_dirs(ctx.args)
         check_resume_args(ctx.args)
         check_override_keys(ctx.args)
         hydra_train()
     except KeyboardInterrupt:
-        typer.echo("interrupted: the run directory records status 'interrupted'", err=True)
+        typer.echo("interrupted: the run directory records status 'interrupted'; continue it with "
+                   "resume=<run dir> (resume=true with -m for a sweep)", err=True)
         raise typer.Exit(INTERRUPTED)
     except ConfigError as e:  # raised before any job started
         report(e)
-        raise typer.Exit(USER_ERROR)
+        raise typer.Exit(e.exit_code)
     if last_sweep.get("failed"):
         raise typer.Exit(1)
 
@@ -119,17 +121,20 @@ def compare(
     goal: Optional[str] = typer.Option(None, help="max | min; default: min for losses, times and costs"),
     plot: bool = typer.Option(False, "--plot", help="write PNG figures (and a TensorBoard run) into the sweep dir"),
     out: Optional[Path] = typer.Option(None, help="where --plot writes; default: the first path"),
+    wide: bool = typer.Option(False, "--wide", help="every column: std, min–max, the test and every cost "
+                              "(params, MFLOPs, img/s, time, peak MB); default: what fits the terminal"),
 ) -> None:
     """Compare variants across seeds: mean, std, CI, a test against the best, and what each costs.
 
       sampler compare outputs/multirun/<time>
       sampler compare outputs/ --metric test/acc --by model.pool --format md > table.md
       sampler compare outputs/multirun/<time> --plot
+      sampler compare outputs/multirun/<time> --wide
     """
     from sampler.experiments.analysis.compare import compare as run_compare
 
     _user_errors(run_compare, paths, metric=metric, by=by, ignore=ignore, fmt=format, alpha=alpha,
-                 goal=goal, plot=plot, out=out)
+                 goal=goal, plot=plot, out=out, wide=wide)
 
 
 def _user_errors(fn, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
@@ -142,7 +147,7 @@ def _user_errors(fn, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         fn(*args, **kwargs)
     except ConfigError as e:
         report(e)
-        raise typer.Exit(USER_ERROR)
+        raise typer.Exit(e.exit_code)
     except (HydraException, OmegaConfBaseException) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(USER_ERROR)

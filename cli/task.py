@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from sampler.experiments.errors import ConfigError
+from sampler.experiments.errors import ConfigError, Stopped
 from sampler.experiments.runs import sweep
 from sampler.experiments.train import runner
 from sampler.experiments.train.env import available_cpus
@@ -47,53 +49,101 @@ def _parallel_jobs(hc: DictConfig) -> int:
     return 1
 
 
-RESUME_NEEDS_MULTIRUN = "reruns the unfinished jobs of a sweep; add -m (a single run has no finished jobs to skip)"
+def check_output_dirs(args: list[str]) -> None:
+    """The folder runs are written to must be one: a file in the way or no permission is
+    the user's to fix (exit 2), said before Hydra tries and fails with a traceback."""
+    multirun = any(a in ("-m", "--multirun") or a.lower() == "hydra.mode=multirun" for a in args)
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    given = [a.split("=", 1)[1] for a in args if a.startswith(key + "=")]
+    target = Path(given[-1] if given else ("outputs/multirun" if multirun else "outputs/runs"))
+    for folder in (target, *target.parents):
+        if folder.exists() or folder == Path("."):
+            break
+    else:
+        folder = Path(".")
+    if not folder.is_dir():
+        raise ConfigError(key, f"{folder} is a file, not a folder, so runs cannot be written under {target}. "
+                          f"Move it away, or write elsewhere with {key}=<folder>")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(key, f"{folder} is not writable by this user, so runs cannot be written under "
+                          f"{target}. Fix its permissions, or write elsewhere with {key}=<folder>")
+
+
+def _resume_arg(args: list[str]) -> str | None:
+    found = [a.split("=", 1)[1] for a in args if a.startswith("resume=")]
+    return found[-1] if found and found[-1].lower() not in ("false", "null", "") else None
 
 
 def check_resume_args(args: list[str]) -> None:
-    """`resume=` on the command line without -m, refused before Hydra makes a run dir."""
+    """A single run's `resume=`, checked before Hydra writes into any directory: the run
+    must exist and its checkpoint must hold the same config."""
     multirun = any(a in ("-m", "--multirun") or a.lower() == "hydra.mode=multirun" for a in args)
-    resumed = any(a.startswith("resume=") and a.split("=", 1)[1].lower() not in ("false", "null", "")
-                  for a in args)
-    if resumed and not multirun:
-        raise ConfigError("resume", RESUME_NEEDS_MULTIRUN)
+    value = _resume_arg(args)
+    if value is None or multirun:
+        return
+    from sampler.experiments.tools.config import compose
+
+    overrides = [a for a in args if "=" in a and not a.startswith("-") and not a.startswith("resume=")]
+    resume: Any = True if value.lower() == "true" else value
+    found = sweep.resume_run_dir("outputs/runs", resume, [*overrides, f"resume={value}"])
+    cfg = compose(overrides)
+    for key in LAUNCH_KEYS:
+        cfg.pop(key, None)
+    runner.load_checkpoint(found, cfg)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://sampler.configs", config_name="train")
 def train(cfg: DictConfig) -> float | None:
     hc = HydraConfig.get()
-    if hc.mode != RunMode.MULTIRUN:
-        if cfg.get("resume"):  # set in a preset: the command line is checked before Hydra
-            report(ConfigError("resume", RESUME_NEEDS_MULTIRUN))
-            raise SystemExit(USER_ERROR)
-        return _train(cfg, hc, multirun=False)
     run_dir = Path(hc.runtime.output_dir)
+    if hc.mode != RunMode.MULTIRUN:
+        resume = bool(cfg.get("resume"))
+        done = sweep.completed_metrics(run_dir) if resume else None
+        if done is not None:
+            log.info("%s completed earlier; nothing to resume", run_dir)
+            return objective(done, cfg.get("optimized_metric"))
+        return _train(cfg, hc, multirun=False, resume=resume)
     with sweep.claim(run_dir) as ours:
-        if not ours:
-            log.warning("job %s: %s is being run by another process; skipped", hc.job.num, run_dir)
+        if not ours:  # said on the console only: the job's train.log belongs to the process running it
+            _console(f"job {hc.job.num}: {run_dir} is being run by another process (running elsewhere); skipped")
             return None
-        if cfg.get("resume"):
+        # A job submitit requeued (pre-emption, time-out) runs again in its own directory:
+        # its checkpoint says where to go on from, whether or not the sweep said resume.
+        resume = bool(cfg.get("resume")) or (run_dir / runner.CHECKPOINT).is_file()
+        if resume:
             done = sweep.completed_metrics(run_dir)
             if done is not None:
                 log.info("job %s: completed earlier in %s; skipped (resume)", hc.job.num, run_dir)
                 return objective(done, cfg.get("optimized_metric"))
-            sweep.clear_attempt(run_dir)
-        return _train(cfg, hc, multirun=True)
+            if not (run_dir / runner.CHECKPOINT).is_file():
+                sweep.clear_attempt(run_dir)  # nothing to continue from: start over, without old curves
+        return _train(cfg, hc, multirun=True, resume=resume)
 
 
-def _train(cfg: DictConfig, hc: DictConfig, multirun: bool) -> float | None:
+def _console(message: str) -> None:
+    import sys
+
+    print(message, file=sys.stderr, flush=True)
+
+
+def _train(cfg: DictConfig, hc: DictConfig, multirun: bool, resume: bool) -> float | None:
+    run_dir = Path(hc.runtime.output_dir)
     try:
         plain = OmegaConf.to_container(cfg, resolve=True)
         for key in LAUNCH_KEYS:
             plain.pop(key, None)
         overrides = [o for o in hc.overrides.task if o.split("=", 1)[0] not in LAUNCH_KEYS]
-        metrics = runner.train(plain, Path(hc.runtime.output_dir), overrides,
-                               _parallel_jobs(hc) if multirun else 1)
+        metrics = runner.train(plain, run_dir, overrides, _parallel_jobs(hc) if multirun else 1,
+                               resume=resume, record_refusal=multirun)
         return objective(metrics, cfg.get("optimized_metric"))
     except ConfigError as e:
         report(e)
+        if isinstance(e, Stopped):  # a signal stops the whole sweep, not just this job
+            raise SystemExit(e.exit_code) from None
         if not multirun:
-            raise SystemExit(USER_ERROR) from None
+            if not sweep.is_run_dir(run_dir):  # refused before training: leave nothing behind
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise SystemExit(e.exit_code) from None
     except Exception:
         if not multirun:
             raise

@@ -1,14 +1,28 @@
-"""The one user-facing error type, shared with `sampler.blocks`.
+"""The user-facing errors, shared with `sampler.blocks`.
 
-A `ConfigError` names the dotted config key and says how to fix it; the CLI
-prints it as one paragraph and exits 2 without a traceback. Anything else is a
-bug and keeps its traceback.
+A `ConfigError` names the dotted config key (or the path) and says how to fix it;
+the CLI prints it as one paragraph without a traceback and exits with its
+`exit_code`: 2 for a mistake in the command, 1 for a fault of the machine (a full
+disk), 143 for a run stopped by a signal. Anything else is a bug and keeps its
+traceback.
 """
 from sampler.blocks.registry import ConfigError
 
 
 class Diverged(ConfigError):
-    """The loss became NaN or infinite: the run stops with status `diverged`."""
+    """The loss is not finite, or stays far above where it started: status `diverged`."""
 
 
-__all__ = ["ConfigError", "Diverged"]
+class WriteError(ConfigError):
+    """A file of the run could not be written (disk full, read-only, permissions)."""
+
+    exit_code = 1
+
+
+class Stopped(ConfigError):
+    """SIGTERM or SIGUSR2 stopped the run at a step boundary, after a checkpoint."""
+
+    exit_code = 143
+
+
+__all__ = ["ConfigError", "Diverged", "Stopped", "WriteError"]

@@ -32,6 +32,13 @@ REAL_SETS = {
     "camvid": lambda: (SHARED_DATA / "camvid" / "train").is_dir(),
 }
 
+# Tests never reach the internet: a download the product attempts goes to a proxy on a
+# closed local port and fails at once, while a test's own server on 127.0.0.1 is reached.
+OFFLINE = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9",
+           "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
+           "no_proxy": "127.0.0.1,localhost", "NO_PROXY": "127.0.0.1,localhost"}
+os.environ.update(OFFLINE)  # in-process tests too
+
 # Small and quick, but real: every CLI training test starts from these.
 TINY = ["data.subset=200", "data.val_size=100", "trainer.epochs=1", "model.widths=[8,16]",
         "trainer.batch_size=50", "trainer.threads=1"]
@@ -104,7 +111,7 @@ def cli(tmp_path: Path, cache_dir: Path, data_root: Path):
     def run(*args: str, timeout: float = 600, check: bool = False,
             data: Path | None = None) -> subprocess.CompletedProcess:
         env = {**os.environ, "SAMPLER_DATA": str(data or data_root), "SAMPLER_CACHE": str(cache_dir),
-               "HYDRA_FULL_ERROR": "0", "COLUMNS": "200"}
+               "HYDRA_FULL_ERROR": "0", "COLUMNS": "200", **OFFLINE}
         proc = subprocess.run([sys.executable, "-m", "sampler.cli.app", *args], cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=timeout)
         if check and proc.returncode != 0:

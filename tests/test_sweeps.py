@@ -98,8 +98,9 @@ def test_resume_of_a_path_that_is_no_sweep_is_a_user_error(cli, tmp_path: Path) 
     proc = cli("train", "-m", "model.pool=max", "resume=elsewhere")
     assert proc.returncode == 2
     assert "error: resume: elsewhere is not a sweep directory" in proc.stderr and "Traceback" not in proc.stderr
-    single = cli("train", "resume=true")
-    assert single.returncode == 2 and "add -m" in single.stderr
+    (tmp_path / "elsewhere").mkdir()
+    single = cli("train", "resume=elsewhere")
+    assert single.returncode == 2 and "not a run directory" in single.stderr
 
 
 # ---------------------------------------------------------------- directories

@@ -27,11 +27,20 @@ class SweepSummary(Callback):
 
         sweep_dir = Path(config.hydra.sweep.dir)
         runs = find_runs([sweep_dir], strict=False)
-        failed = [r for r in runs if r.status != "completed"]
+        # `running` is left only while the run's process lives (read_run calls a dead one
+        # killed): another process is training that job, which is not a failure of ours.
+        elsewhere = [r for r in runs if r.status == "running"]
+        failed = [r for r in runs if r.status not in ("completed", "running")]
         last_sweep.clear()
         last_sweep.update(dir=str(sweep_dir), jobs=len(runs), failed=[r.name for r in failed])
         console = Console(stderr=True, highlight=False, soft_wrap=True)
-        console.print(f"sweep {sweep_dir}: {len(runs) - len(failed)} of {len(runs)} jobs completed")
+        done = len(runs) - len(failed) - len(elsewhere)
+        console.print(f"sweep {sweep_dir}: {done} of {len(runs)} jobs completed"
+                      + (f", {len(elsewhere)} running elsewhere" if elsewhere else ""))
+        for run in elsewhere:
+            process = run.metrics.get("process") or {}
+            console.print(f"  [yellow]running elsewhere[/yellow] {escape(run.name)} "
+                          f"(pid {process.get('pid')} on {process.get('host')})")
         for run in failed:
             console.print(f"  [red]{run.status}[/red] {escape(f'{run.name}: {run.error}')}")
         summary = write_summary(sweep_dir, runs)

@@ -44,6 +44,10 @@ def read_image_folder(split_dir: Path, classes: tuple[str, ...] | None = None) -
     images, labels = [], []
     for label, name in enumerate(classes):
         files = sorted(f for f in (split_dir / name).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:  # training on the other classes would shrink every split without a word
+            raise ConfigError("data.root", f"{split_dir / name} holds no images ({', '.join(IMAGE_SUFFIXES)}): "
+                              "every class folder needs its images. Restore them, or point data.root at a "
+                              "complete copy")
         images += [decode(f) for f in files]
         labels += [label] * len(files)
     shapes = {tuple(img.shape) for img in images}

@@ -2,29 +2,65 @@
 that looks complete, because readers only ever see the old or the new file."""
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
+from ..errors import WriteError
 
-def _atomic(path: Path, write: Callable[[str], None]) -> None:
+
+def _atomic(path: Path, write: Callable[[str], None], io_errors: tuple[type[BaseException], ...] = (OSError,)) -> None:
+    """Write into a temporary file beside `path`, then rename it over `path`. A failed
+    write removes the temporary file and leaves `path` as it was; a full or unwritable
+    disk becomes a `WriteError` that names the path and the free space."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        umask = os.umask(0)
+        os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; results are meant to be shared
         write(tmp)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as e:
+        free = free_mb(path)  # before the partial file goes: what the write left free
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, io_errors):
+            raise write_error(path, e, free) from e
         raise
+
+
+def free_mb(path: Path) -> float | None:
+    """Free space on the disk that holds `path` (or its nearest existing parent), in MB."""
+    for folder in (Path(path), *Path(path).parents):
+        try:
+            return shutil.disk_usage(folder).free / 2**20
+        except OSError:
+            continue
+    return None
+
+
+def write_error(path: Path, error: BaseException, free: float | None = None) -> WriteError:
+    free = free_mb(path) if free is None else free
+    space = f"{free:.1f} MB free there" if free is not None else "free space unknown"
+    full = (error.errno in (errno.ENOSPC, errno.EDQUOT) if isinstance(error, OSError)
+            else free is not None and free < 1)  # torch.save's stream error says only "iostream error"
+    if isinstance(error, OSError) and error.errno:
+        reason = os.strerror(error.errno)
+    else:
+        reason = "no space left on device" if full else str(error).splitlines()[0]
+    hint = ("free some space on that disk" if full or (free is not None and free < 64)
+            else "make it writable or choose another folder (hydra.run.dir=... or hydra.sweep.dir=...)")
+    return WriteError(str(path), f"cannot write it: {reason} ({space}). To go on, {hint}")
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -40,4 +76,12 @@ def write_text(path: Path, text: str) -> None:
 
 
 def save_torch(path: Path, obj: Any) -> None:
-    _atomic(path, lambda tmp: torch.save(obj, tmp))
+    def write(tmp: str) -> None:
+        # Through a file object of ours, closed even when the disk fills up: torch's own
+        # writer would keep the half-written file open (and its space taken) for as long as
+        # the exception lives, and metrics.json could not be written after it.
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+
+    # torch.save reports a full disk as a RuntimeError from its C++ stream ("iostream error").
+    _atomic(path, write, io_errors=(OSError, RuntimeError))

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .atomic import write_json
+from .atomic import write_error, write_json
 from .hparams import NOT_HPARAMS, flatten, hparam_kind, hparam_schema, hparam_value
 from .provenance import git_state, versions
 
@@ -21,9 +21,14 @@ STATUSES = ("running", "completed", "failed", "interrupted", "diverged")
 
 
 class RunRecord:
+    """`resumed` continues a run from its checkpoint: the earlier metrics are kept (the
+    history as the checkpoint has it), the wall time adds up, and TensorBoard drops
+    whatever the earlier attempt logged after the checkpoint (`purge_step`)."""
+
     def __init__(self, run_dir: Path, config: dict[str, Any], overrides: list[str],
                  hparam_domains: Mapping[str, list[Any]] | None = None,
-                 hparam_metrics: Sequence[str] = ("val/acc_best", "test/acc"), tensorboard: bool = True):
+                 hparam_metrics: Sequence[str] = ("val/acc_best", "test/acc"), tensorboard: bool = True,
+                 resumed: Mapping[str, Any] | None = None):
         self.run_dir = Path(run_dir)
         self.hparam_metrics = tuple(hparam_metrics)  # the HParams table's metric columns, headline first
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -35,12 +40,22 @@ class RunRecord:
             "git": git_state(), "process": {"host": socket.gethostname(), "pid": os.getpid()},
             "history": [], "error": None,
         }
+        self.earlier_s = 0.0
+        if resumed is not None:
+            self.earlier_s = float(resumed.get("time/total_s") or 0.0)
+            self.metrics["started_at"] = resumed.get("started_at") or self.metrics["started_at"]
+            self.metrics["history"] = list(resumed["history"])
+            self.metrics["resumes"] = [*(resumed.get("resumes") or []), {
+                "at": datetime.now(timezone.utc).isoformat(), "epoch": len(resumed["history"]),
+                "step": resumed.get("step", 0)}]
         self.writer = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(log_dir=str(self.run_dir))
-            self._write_hparams(config, hparam_domains or {})
+            purge = len(self.metrics["history"]) + 1 if resumed is not None else None
+            self.writer = SummaryWriter(log_dir=str(self.run_dir), purge_step=purge)
+            if resumed is None:  # the earlier attempt's events file holds it already
+                self._write_hparams(config, hparam_domains or {})
         self.save()
 
     def _write_hparams(self, config: dict[str, Any], domains: Mapping[str, list[Any]]) -> None:
@@ -80,8 +95,11 @@ class RunRecord:
 
     def scalars(self, values: Mapping[str, float], step: int) -> None:
         if self.writer is not None:
-            for tag, value in values.items():
-                self.writer.add_scalar(tag, value, step)
+            try:
+                for tag, value in values.items():
+                    self.writer.add_scalar(tag, value, step)
+            except OSError as e:  # TensorBoard's writer thread reports a full disk here
+                raise write_error(self.run_dir, e) from e
 
     def epoch(self, row: dict[str, Any]) -> None:
         """One epoch's figures: into the history, TensorBoard and the metrics file."""
@@ -90,18 +108,29 @@ class RunRecord:
         self.save()
 
     def save(self) -> None:
-        self.metrics["time/total_s"] = round(time.perf_counter() - self.start, 3)
+        self.metrics["time/total_s"] = round(self.earlier_s + time.perf_counter() - self.start, 3)
         write_json(self.run_dir / "metrics.json", self.metrics)
 
     def finish(self, status: str, error: str | None = None) -> dict[str, Any]:
+        """The end status, into metrics.json and TensorBoard. When the disk refuses even
+        that, metrics.json keeps its last good content and the WriteError goes up."""
         assert status in STATUSES
-        self.metrics["time/total_s"] = round(time.perf_counter() - self.start, 3)
         self.metrics.update(status=status, error=error,
                             finished_at=datetime.now(timezone.utc).isoformat())
-        if self.writer is not None:
-            final_step = len(self.metrics["history"])
-            self.scalars({m: self.metrics[m] for m in self.hparam_metrics if isinstance(self.metrics.get(m), (int, float))},
-                         final_step)
-            self.writer.close()
-        self.save()
+        try:
+            if self.writer is not None:
+                final_step = len(self.metrics["history"])
+                self.scalars({m: self.metrics[m] for m in self.hparam_metrics
+                              if isinstance(self.metrics.get(m), (int, float))}, final_step)
+        finally:
+            self.close()
+            self.save()
         return self.metrics
+
+    def close(self) -> None:
+        if self.writer is not None:
+            writer, self.writer = self.writer, None
+            try:
+                writer.close()
+            except OSError:
+                pass  # a full disk: the events file keeps what reached it

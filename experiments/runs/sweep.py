@@ -85,6 +85,54 @@ def resolve_sweep_dir(root: str, resume: Any, overrides: list[str]) -> Path:
     return path
 
 
+# ---------------------------------------------------------------- where a single run writes
+
+def is_run_dir(path: Path) -> bool:
+    return (Path(path) / "metrics.json").is_file() or (Path(path) / "checkpoint.pt").is_file()
+
+
+def find_run(root: Path, overrides: list[str]) -> Path | None:
+    """The newest run under `root` started with these task overrides (`resume` aside)."""
+    wanted = _same_sweep(overrides)
+    for path in sorted(Path(root).glob("*/.hydra/overrides.yaml"), reverse=True):
+        run_dir = path.parent.parent
+        try:
+            earlier = [str(o) for o in OmegaConf.load(path)]
+        except Exception:
+            continue
+        if _same_sweep(earlier) == wanted and is_run_dir(run_dir):
+            return run_dir
+    return None
+
+
+def resume_run_dir(root: str, resume: Any, overrides: list[str]) -> Path | None:
+    """The run a single `sampler train resume=...` continues: `resume=<run dir>`, or with
+    `resume=true` the newest run under `root` with the same overrides. None: no resume."""
+    if resume is None or resume is False:
+        return None
+    if resume is True:
+        found = find_run(Path(root), overrides)
+        if found is None:
+            raise ConfigError("resume", f"no earlier run under {root} was started with these overrides; "
+                              f"name one with resume={root}/<time>, or drop resume to start a new run")
+        return found
+    path = Path(str(resume))
+    if not is_run_dir(path):
+        hint = " (that is a sweep: add -m to resume it)" if (path / "multirun.yaml").is_file() else ""
+        raise ConfigError("resume", f"{path} is not a run directory: it has no metrics.json or "
+                          f"checkpoint.pt{hint}. Pass a run's directory, such as {root}/<time>")
+    return path
+
+
+def run_dir(root: str, resume: Any, overrides: list[str], now: Any = datetime.now) -> str:
+    """`hydra.run.dir`: the run being resumed, or a new directory named by the time."""
+    try:
+        found = resume_run_dir(root, resume, overrides)
+    except ConfigError:
+        found = None  # the CLI checks `resume` before Hydra runs and reports it there
+    return str(found) if found is not None else str(Path(root) / now().strftime(TIME_FORMAT))
+
+
 def job_dir_name(override_dirname: str) -> str:
     """A job's directory: its overrides, so a rerun finds it; hashed when too long."""
     if not override_dirname:
@@ -97,10 +145,13 @@ def job_dir_name(override_dirname: str) -> str:
 
 def register_resolvers(sweep_dir: Callable[[str, Any, Any], str]) -> None:
     """`${sampler.sweep_dir:...}` and `${sampler.job_dir:...}`, used in configs/train.yaml.
+    `${sampler.run_dir:...}` is the single run's directory (`run_dir`).
     `sweep_dir(root, resume, overrides)` wraps `resolve_sweep_dir` with the caller's way
     of reporting a wrong `resume` (OmegaConf would turn a raise into a traceback)."""
     # Cached, so the launcher, the jobs and the end-of-sweep callback agree on one dir.
     OmegaConf.register_new_resolver("sampler.sweep_dir", sweep_dir, use_cache=True, replace=True)
+    OmegaConf.register_new_resolver("sampler.run_dir", lambda root, resume, overrides: run_dir(
+        root, resume, [str(o) for o in overrides]), use_cache=True, replace=True)
     OmegaConf.register_new_resolver("sampler.job_dir", job_dir_name, replace=True)
 
 

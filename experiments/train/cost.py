@@ -13,6 +13,7 @@ from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from ..errors import WriteError
 from ..runs.atomic import write_json
 
 
@@ -38,7 +39,7 @@ def count_cost(model: nn.Module, x: torch.Tensor, cache_dir: Path | None = None)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             write_json(path, {"flops": flops, "input": list(x.shape), "torch": torch.__version__})
-        except OSError:
+        except (OSError, WriteError):
             pass  # an unwritable cache only costs the next run a recount
     return params, flops
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from dataclasses import dataclass
 from typing import Callable, ContextManager, Iterable
 
 import torch
@@ -21,22 +22,58 @@ def autocast(device: torch.device, precision: str) -> Callable[[], ContextManage
     return contextlib.nullcontext
 
 
+# A run diverges when its loss is not finite, or when an epoch's mean training loss is
+# more than this many times the loss of the run's first step: a stable run's loss
+# falls below its start within an epoch, one blown up by a too-high lr stays far above.
+DIVERGENCE_FACTOR = 10.0
+
+
+@dataclass
+class EpochState:
+    """One epoch's progress: steps done and running sums, so that a run stopped at a
+    step boundary can be checkpointed and resumed exactly (DESIGN §8)."""
+
+    step: int = 0
+    seen: int = 0
+    loss_sum: float = 0.0
+    correct: int = 0
+    counted: int = 0
+    seconds: float = 0.0
+
+
+class StopAtStep(Exception):
+    """Raised at a step boundary when the run was asked to stop; carries the epoch so far."""
+
+    def __init__(self, state: EpochState):
+        super().__init__(f"stopped after step {state.step}")
+        self.state = state
+
+
 def train_epoch(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], optimizer: torch.optim.Optimizer,
                 scheduler: torch.optim.lr_scheduler.LRScheduler, loss_fn: nn.Module,
                 amp: Callable[[], ContextManager], on_step: StepHook | None = None,
-                check_every: int = 25) -> dict[str, float]:
+                check_every: int = 25, state: EpochState | None = None,
+                should_stop: Callable[[], bool] | None = None, first_loss: list[float] | None = None) -> dict[str, float]:
     """One pass over `batches`; raises `Diverged` as soon as the loss is not finite.
-    Accuracy counts every target the loss does not ignore: labels, or pixels of a mask."""
+    Accuracy counts every target the loss does not ignore: labels, or pixels of a mask.
+
+    `state` resumes an epoch stopped after `state.step` steps: those batches are drawn
+    again (so the data generator advances exactly as before) but not trained on.
+    `should_stop` is asked after every step; when it says yes, `StopAtStep` carries the
+    epoch so far. `first_loss` holds the run's first step loss (filled when empty)."""
     model.train()
-    start = time.perf_counter()
+    state = state or EpochState()
+    start = time.perf_counter() - state.seconds
     device = next(model.parameters()).device
     ignore = getattr(loss_fn, "ignore_index", -100)
     # Sums stay on the device so that a GPU step never waits for a host copy.
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    correct = torch.zeros((), dtype=torch.int64, device=device)
-    counted = torch.zeros((), dtype=torch.int64, device=device)
-    seen = 0
+    loss_sum = torch.tensor(state.loss_sum, dtype=torch.float64, device=device)
+    correct = torch.tensor(state.correct, dtype=torch.int64, device=device)
+    counted = torch.tensor(state.counted, dtype=torch.int64, device=device)
+    seen = state.seen
     for step, (x, y) in enumerate(batches):
+        if step < state.step:
+            continue
         with amp():
             out = model(x)
             loss = loss_fn(out, y)
@@ -49,15 +86,24 @@ def train_epoch(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], opti
         correct += ((out.argmax(1) == y) & valid).sum()
         counted += valid.sum()
         seen += len(y)
+        if first_loss is not None and not first_loss:
+            first_loss.append(float(loss.detach()))
         if step % check_every == 0 and not math.isfinite(loss_value := float(loss.detach())):
             raise Diverged("optim.lr", f"the training loss became {loss_value} at step {step} "
-                           f"(lr {optimizer.param_groups[0]['lr']:.3g})")
+                           f"(lr {optimizer.param_groups[0]['lr']:.3g}); lower optim.lr")
         if on_step is not None:  # the hook divides by images: hand it correct targets per image
             on_step(seen, loss_sum, correct * seen / counted.clamp(min=1))
+        if should_stop is not None and should_stop():
+            raise StopAtStep(EpochState(step + 1, seen, float(loss_sum), int(correct), int(counted),
+                                        time.perf_counter() - start))
     loss_mean = float(loss_sum) / max(seen, 1)
+    lr = optimizer.param_groups[0]["lr"]
     if not math.isfinite(loss_mean):
-        raise Diverged("optim.lr", f"the training loss became {loss_mean} "
-                       f"(lr {optimizer.param_groups[0]['lr']:.3g})")
+        raise Diverged("optim.lr", f"the training loss became {loss_mean} (lr {lr:.3g}); lower optim.lr")
+    if first_loss and loss_mean > DIVERGENCE_FACTOR * first_loss[0]:
+        raise Diverged("optim.lr", f"the epoch's mean training loss {loss_mean:.3g} is more than "
+                       f"{DIVERGENCE_FACTOR:g}x the first step's {first_loss[0]:.3g}: the run blew up "
+                       f"(lr {lr:.3g}); lower optim.lr")
     return {"loss": loss_mean, "acc": float(correct) / max(int(counted), 1), "images": seen,
             "seconds": time.perf_counter() - start}
 

@@ -45,10 +45,25 @@ def adamw(model: nn.Module, lr: float, betas: tuple[float, float] = (0.9, 0.999)
                              betas=tuple(betas), eps=eps)
 
 
-def build_optimizer(model: nn.Module, name: str, **kwargs: Any) -> torch.optim.Optimizer:
+def check_optimizer(name: str, **kwargs: Any) -> None:
+    """`optim.*` as a whole, before any data is read: the name, the lr, no unknown key."""
+    OPTIMIZERS.get(name, "optim.name")
+    OPTIMIZERS.check_args(kwargs, "optim")
     lr = kwargs.get("lr")
-    if not isinstance(lr, (int, float)) or lr <= 0:
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < float("inf"):
         raise ConfigError("optim.lr", f"{lr!r} must be a positive number")
+
+
+def check_scheduler(name: str, warmup_epochs: Any = 0.0, **kwargs: Any) -> None:
+    """`sched.*` as a whole, before any data is read."""
+    SCHEDULES.get(name, "sched.name")
+    SCHEDULES.check_args(kwargs, "sched")
+    if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, (int, float)) or warmup_epochs < 0:
+        raise ConfigError("sched.warmup_epochs", f"{warmup_epochs!r} must be a number >= 0")
+
+
+def build_optimizer(model: nn.Module, name: str, **kwargs: Any) -> torch.optim.Optimizer:
+    check_optimizer(name, **kwargs)
     return call_with_accepted(OPTIMIZERS.get(name, "optim.name"), kwargs, model)
 
 
@@ -78,9 +93,8 @@ def step(t: float, milestones: tuple[float, ...] = (0.5, 0.75), gamma: float = 0
 
 def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, steps_per_epoch: int,
                     name: str, warmup_epochs: float = 0.0, **kwargs: Any) -> torch.optim.lr_scheduler.LambdaLR:
+    check_scheduler(name, warmup_epochs, **kwargs)
     shape: Callable[..., float] = SCHEDULES.get(name, "sched.name")
-    if warmup_epochs < 0:
-        raise ConfigError("sched.warmup_epochs", f"{warmup_epochs} must be >= 0")
     warmup = min(int(warmup_epochs * steps_per_epoch), total_steps)
     shape_args = accepted(shape, kwargs)
 

@@ -1,12 +1,13 @@
 """One training run, wired from a plain config dict. Reads as a table of contents:
-set up, build and check the model, load the data, train, test, record. What differs
-between classification and segmentation (batches, loss, metrics, pictures) is asked
-of the task (train/tasks.py)."""
+check the config, set up (or resume from a checkpoint), train, test, record. What
+differs between classification and segmentation (batches, loss, metrics, pictures)
+is asked of the task (train/tasks.py); how a run survives its faults (checkpoints,
+signals, full disks) is DESIGN §8."""
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ContextManager
 
@@ -16,47 +17,97 @@ from torch import nn
 from sampler.blocks.registry import call_with_accepted
 
 from ..data import DATASETS, DataSpec, TensorLoader, cache_root
-from ..errors import ConfigError, Diverged
+from ..errors import ConfigError, Diverged, Stopped, WriteError
 from ..runs.atomic import save_torch
+from ..runs.hparams import flatten
 from ..runs.record import RunRecord
 from .choices import domains
 from .cost import activation_memory, count_cost
-from .env import (peak_memory_mb, reset_peak_memory, resolve_device, resolve_precision, seconds_since_process_start,
-                  seed_everything, setup_threads)
-from .loop import autocast, train_epoch
+from .env import (peak_memory_mb, reset_peak_memory, resolve_device, resolve_precision, rng_state,
+                  seconds_since_process_start, seed_everything, set_rng_state, setup_threads)
+from .loop import EpochState, StopAtStep, autocast, train_epoch
 from .model import example_input, make_model
-from .optim import build_optimizer, build_scheduler
+from .optim import build_optimizer, build_scheduler, check_optimizer, check_scheduler
 from .progress import EpochProgress
+from .signals import StopRequest
 from .tasks import TASKS, Classification, hparam_metrics
 
 log = logging.getLogger("sampler")
 
+CHECKPOINT = "checkpoint.pt"
+# Keys a resumed run may change: where things are and how progress shows, not what is computed.
+RESUMABLE_CHANGES = ("data.root", "data.cache_dir", "data.download", "trainer.progress", "trainer.threads")
 
-def train(cfg: dict[str, Any], run_dir: Path, overrides: list[str], parallel_jobs: int = 1) -> dict[str, Any]:
-    """Train and evaluate one configuration; everything lands in `run_dir`."""
-    record = RunRecord(run_dir, cfg, overrides, domains(), hparam_metrics(cfg["task"]["name"]))
+
+def train(cfg: dict[str, Any], run_dir: Path, overrides: list[str], parallel_jobs: int = 1,
+          resume: bool = False, record_refusal: bool = False) -> dict[str, Any]:
+    """Train and evaluate one configuration; everything lands in `run_dir`.
+
+    resume: continue from `run_dir`'s checkpoint when it has one (a config that differs
+    from the checkpoint's is refused). A config refused before training leaves no
+    TensorBoard events; with `record_refusal` (a sweep's job) its metrics.json says
+    `failed`, so the sweep summary lists it."""
+    checkpoint = load_checkpoint(run_dir, cfg) if resume else None
     try:
-        run = _set_up(cfg, record, parallel_jobs, _StartupClock())
-        _fit(run)
-        _test(run)
-    except KeyboardInterrupt:
-        record.finish("interrupted", "interrupted by the user (Ctrl-C)")
+        check_config(cfg)
+    except ConfigError as e:
+        if record_refusal:
+            RunRecord(run_dir, cfg, overrides, tensorboard=False).finish("failed", f"refused: {e}")
         raise
-    except Diverged as e:
-        record.finish("diverged", str(e))
-        raise
-    except BaseException as e:
-        record.finish("failed", f"{type(e).__name__}: {e}")
-        raise
+    record = RunRecord(run_dir, cfg, overrides, domains(), hparam_metrics(cfg["task"]["name"]),
+                       resumed=checkpoint and {**checkpoint["record"], "history": checkpoint["history"],
+                                               "step": checkpoint["step"]})
+    with StopRequest() as stop:
+        try:
+            run = _set_up(cfg, record, parallel_jobs, _StartupClock(), checkpoint)
+            _fit(run, stop)
+            _test(run)
+        except KeyboardInterrupt:
+            _finish(record, "interrupted", "interrupted by the user (Ctrl-C)")
+            raise
+        except Stopped as e:
+            _finish(record, "interrupted", str(e))
+            stop.forward()  # a requeueing handler (submitit) takes it from here
+            raise
+        except Diverged as e:
+            _finish(record, "diverged", str(e))
+            raise
+        except BaseException as e:
+            _finish(record, "failed", f"{type(e).__name__}: {e}")
+            raise
     return record.finish("completed")
 
 
-def _check_trainer(t: dict[str, Any]) -> None:
+def _finish(record: RunRecord, status: str, error: str) -> None:
+    """Record the end status without hiding why the run ended: a disk too full even for
+    metrics.json leaves its last good content and the first error goes up."""
+    try:
+        record.finish(status, error)
+    except WriteError as e:
+        log.error("could not record status %r: %s: %s", status, e.key, e.message)
+
+
+def check_config(cfg: dict[str, Any]) -> None:
+    """Every key that can be checked without data: trainer, seed, device, precision,
+    task, model and head, optimizer, schedule and the data set's own keys."""
+    t = cfg["trainer"]
     for key in ("epochs", "batch_size", "eval_batch_size"):
         if not isinstance(t[key], int) or isinstance(t[key], bool) or t[key] < 1:
             raise ConfigError(f"trainer.{key}", f"{t[key]!r} must be a positive integer")
-    if not 0.0 <= t["label_smoothing"] < 1.0:
-        raise ConfigError("trainer.label_smoothing", f"{t['label_smoothing']} must be in [0, 1)")
+    if isinstance(t["label_smoothing"], bool) or not isinstance(t["label_smoothing"], (int, float)) \
+            or not 0.0 <= t["label_smoothing"] < 1.0:
+        raise ConfigError("trainer.label_smoothing", f"{t['label_smoothing']!r} must be in [0, 1)")
+    if not isinstance(cfg["seed"], int) or isinstance(cfg["seed"], bool):
+        raise ConfigError("seed", f"{cfg['seed']!r} must be an integer")
+    resolve_precision(t["precision"], resolve_device(t["device"]))
+    task = TASKS.get(cfg["task"]["name"], "task.name")(cfg)
+    model, _ = make_model(cfg)
+    task.check_model(model)
+    if cfg["task"]["name"] == "classification" and t["batch_size"] < 2 and cfg["model"]["norm"] == "batch":
+        raise ConfigError("trainer.batch_size", "BatchNorm in training mode needs at least 2 images per batch "
+                          "to compute batch statistics; use trainer.batch_size >= 2 or model.norm=group|none")
+    check_optimizer(**cfg["optim"])
+    check_scheduler(**cfg["sched"])
 
 
 class _StartupClock:
@@ -76,7 +127,8 @@ class _StartupClock:
 
 @dataclass
 class _Run:
-    """Everything one run's epochs need, built once by `_set_up`."""
+    """Everything one run's epochs need, built once by `_set_up`; the fields after the
+    first block are what a checkpoint carries besides the model and optimizer."""
 
     cfg: dict[str, Any]
     record: RunRecord
@@ -89,17 +141,23 @@ class _Run:
     loss_fn: nn.Module
     amp: Callable[[], ContextManager]
     batches: tuple[TensorLoader, TensorLoader | None, TensorLoader]  # train, val, test
+    generator: torch.Generator  # orders and augments the training batches
+    epochs_done: int = 0
+    partial: EpochState | None = None  # the epoch a signal stopped, resumed from its step
+    epoch_start_generator: torch.Tensor | None = None  # the generator as that epoch began
+    epoch_lr: float = 0.0  # the lr that epoch began with (its history row shows it)
     best_val: dict[str, float] = field(default_factory=dict)
     train_seconds: float = 0.0
     train_images: int = 0
+    first_loss: list[float] = field(default_factory=list)  # the run's first step loss (divergence rule)
     last: dict[str, dict[str, float]] = field(default_factory=dict)  # the last epoch's train and val figures
 
 
-def _set_up(cfg: dict[str, Any], record: RunRecord, parallel_jobs: int, clock: _StartupClock) -> _Run:
-    """Check the config, build the model (before any data is read), load the data, and
-    build what trains it."""
+def _set_up(cfg: dict[str, Any], record: RunRecord, parallel_jobs: int, clock: _StartupClock,
+            checkpoint: dict[str, Any] | None) -> _Run:
+    """Seed, build the model (before any data is read), load the data, build what trains
+    it, and put back a checkpoint's state."""
     t = cfg["trainer"]
-    _check_trainer(t)
     generator = seed_everything(cfg["seed"])
     device = resolve_device(t["device"])
     reset_peak_memory(device)
@@ -107,7 +165,6 @@ def _set_up(cfg: dict[str, Any], record: RunRecord, parallel_jobs: int, clock: _
     threads = setup_threads(t["threads"], parallel_jobs)
     task = TASKS.get(cfg["task"]["name"], "task.name")(cfg)
     model, spec = make_model(cfg)
-    task.check_model(model)
     params, flops = count_cost(model, example_input(spec), cache_root(cfg["data"].get("cache_dir")))
     record.update({"model/params": params, "model/flops": flops, "device": str(device), "precision": precision,
                    "threads": threads})
@@ -117,6 +174,7 @@ def _set_up(cfg: dict[str, Any], record: RunRecord, parallel_jobs: int, clock: _
     data = call_with_accepted(DATASETS.get(cfg["data"]["name"]).load, cfg["data"])
     log.info("data: %s, %d train / %d val / %d test images from %s", data.name, len(data.train),
              len(data.val) if data.val is not None else 0, len(data.test), data.source)
+    record.update({"data/test_images": len(data.test)})
     memory_format = torch.channels_last if t["channels_last"] else torch.contiguous_format
     model = model.to(device, memory_format=memory_format)
     batches = task.loaders(data, device, generator)
@@ -124,32 +182,45 @@ def _set_up(cfg: dict[str, Any], record: RunRecord, parallel_jobs: int, clock: _
     optimizer = build_optimizer(model, **cfg["optim"])
     scheduler = build_scheduler(optimizer, t["epochs"] * steps, steps, **cfg["sched"])
     run = _Run(cfg, record, task, spec, model, torch.compile(model) if t["compile"] else model, optimizer,
-               scheduler, task.loss(data, device), autocast(device, precision), batches,
+               scheduler, task.loss(data, device), autocast(device, precision), batches, generator,
                best_val={"acc": 0.0, task.headline.name: 0.0})
+    if checkpoint is not None:
+        _restore(run, checkpoint)
     record.update({"time/startup_s": clock.seconds()})
     return run
 
 
-def _fit(run: _Run) -> None:
-    for epoch in range(1, run.cfg["trainer"]["epochs"] + 1):
-        row = _epoch(run, epoch)
+def _fit(run: _Run, stop: StopRequest) -> None:
+    """The epochs still to train; a checkpoint after each, and one at the step where a
+    SIGTERM or SIGUSR2 stopped the run."""
+    for epoch in range(run.epochs_done + 1, run.cfg["trainer"]["epochs"] + 1):
+        if run.partial is None:
+            run.epoch_start_generator = run.generator.get_state()
+        try:
+            row = _epoch(run, epoch, stop)
+        except StopAtStep as s:
+            _save_checkpoint(run, s.state)
+            raise _stopped(run, stop, epoch, s.state.step) from None
+        run.epochs_done, run.partial = epoch, None
         run.record.epoch(row)
-        if run.cfg["trainer"]["checkpoint"]:
-            save_torch(run.record.run_dir / "checkpoint.pt", {"epoch": epoch, "model": run.model.state_dict(),
-                                                              "optimizer": run.optimizer.state_dict(),
-                                                              "config": run.cfg})
+        run.epoch_start_generator = run.generator.get_state()
+        _save_checkpoint(run)
         _log_epoch(run, row)
+        if stop() and epoch < run.cfg["trainer"]["epochs"]:  # after the last epoch, the test is seconds away
+            raise _stopped(run, stop, epoch + 1, 0)
 
 
-def _epoch(run: _Run, epoch: int) -> dict[str, Any]:
-    """Train one epoch and validate; the epoch's row of the history."""
+def _epoch(run: _Run, epoch: int, stop: StopRequest) -> dict[str, Any]:
+    """Train one epoch (or the rest of a stopped one) and validate; the epoch's history row."""
     t, (train_batches, val_batches, _) = run.cfg["trainer"], run.batches
-    start = time.perf_counter()
-    lr = run.optimizer.param_groups[0]["lr"]
+    start = time.perf_counter() - (run.partial.seconds if run.partial else 0.0)
+    if run.partial is None:
+        run.epoch_lr = run.optimizer.param_groups[0]["lr"]
     with EpochProgress(t["progress"], epoch, t["epochs"], len(train_batches) * t["batch_size"]) as bar:
-        tr = train_epoch(run.step_model, train_batches, run.optimizer, run.scheduler, run.loss_fn, run.amp, bar.hook)
+        tr = train_epoch(run.step_model, train_batches, run.optimizer, run.scheduler, run.loss_fn, run.amp,
+                         bar.hook, state=run.partial, should_stop=stop, first_loss=run.first_loss)
     run.last["train"] = tr
-    row = {"epoch": epoch, "train/loss": tr["loss"], "train/acc": tr["acc"], "lr": lr,
+    row = {"epoch": epoch, "train/loss": tr["loss"], "train/acc": tr["acc"], "lr": run.epoch_lr,
            "throughput/images_per_s": tr["images"] / tr["seconds"]}
     if val_batches is not None:
         va = run.last["val"] = run.task.evaluate(run.step_model, val_batches, run.loss_fn, run.amp)
@@ -157,9 +228,19 @@ def _epoch(run: _Run, epoch: int) -> dict[str, Any]:
         row.update({f"val/{k}": v for k, v in va.items()})
     run.task.after_epoch(run.step_model, run.record, epoch)
     row["time/epoch_s"] = time.perf_counter() - start
-    run.train_seconds += tr["seconds"]
+    run.train_seconds += tr["seconds"]  # a resumed epoch's figures include its steps before the stop
     run.train_images += tr["images"]
     return row
+
+
+def _stopped(run: _Run, stop: StopRequest, epoch: int, step: int) -> Stopped:
+    where = f"epoch {epoch}, step {step} of {len(run.batches[0])}" if step else f"the start of epoch {epoch}"
+    if not run.cfg["trainer"]["checkpoint"]:
+        return Stopped(str(stop.requested), f"the run stopped at {where} without a checkpoint "
+                       "(trainer.checkpoint=false), so it cannot be continued")
+    return Stopped(str(stop.requested), f"the run stopped at {where} and saved {CHECKPOINT} there; continue it "
+                   f"with `sampler train resume={run.record.run_dir}` (in a sweep: the same command with "
+                   "resume=true)")
 
 
 def _log_epoch(run: _Run, row: dict[str, Any]) -> None:
@@ -176,7 +257,7 @@ def _test(run: _Run) -> None:
     tr, va = run.last["train"], run.last.get("val")
     epoch_times = [r["time/epoch_s"] for r in run.record.metrics["history"]]
     final = {**{f"test/{k}": v for k, v in te.items()}, "train/loss": tr["loss"], "train/acc": tr["acc"],
-             "train/images_per_s": run.train_images / run.train_seconds, "time/train_s": run.train_seconds,
+             "train/images_per_s": run.train_images / max(run.train_seconds, 1e-9), "time/train_s": run.train_seconds,
              "time/epoch_max_over_first": max(epoch_times) / epoch_times[0],
              "memory/peak_mb": peak_memory_mb(next(run.model.parameters()).device)}
     final.update(_activation_memory(run))
@@ -199,3 +280,67 @@ def _activation_memory(run: _Run) -> dict[str, float]:
     return {"memory/saved_activations_mb": memory["saved"] / 2**20,
             "memory/step_peak_mb": memory["train_peak"] / 2**20,
             "memory/inference_peak_mb": memory["inference_peak"] / 2**20}
+
+
+# ---------------------------------------------------------------- checkpoints (DESIGN §8)
+
+def _save_checkpoint(run: _Run, partial: EpochState | None = None) -> None:
+    """Everything the next step depends on, written atomically: after an epoch, or at the
+    step boundary where a signal stopped the run (`partial`)."""
+    if not run.cfg["trainer"]["checkpoint"]:
+        return
+    save_torch(run.record.run_dir / CHECKPOINT, {
+        "format": 1, "config": run.cfg, "epoch": run.epochs_done, "step": partial.step if partial else 0,
+        "partial": asdict(partial) if partial else None, "epoch_lr": run.epoch_lr,
+        "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(), "rng": rng_state(run.generator),
+        "epoch_start_generator": run.epoch_start_generator, "best_val": run.best_val,
+        "train_seconds": run.train_seconds, "train_images": run.train_images, "first_loss": run.first_loss,
+        "last": run.last, "history": run.record.metrics["history"],
+        "record": {k: run.record.metrics.get(k) for k in ("started_at", "resumes", "time/total_s")},
+    })
+
+
+def load_checkpoint(run_dir: Path, cfg: dict[str, Any]) -> dict[str, Any] | None:
+    """The run's checkpoint, or None when it has none (it then starts from epoch 1). A
+    checkpoint of another config is refused, naming the keys that differ."""
+    path = Path(run_dir) / CHECKPOINT
+    if not path.is_file():
+        return None
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ConfigError("resume", f"{path} cannot be read ({type(e).__name__}: {e}); it is damaged or not "
+                          "sampler's. Delete it to start the run over in that directory") from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != 1:
+        raise ConfigError("resume", f"{path} is not a checkpoint this sampler can resume from "
+                          "(written by an older version); delete it to start the run over")
+    before, now = flatten(checkpoint["config"]), flatten(cfg)
+    differ = sorted(k for k in set(before) | set(now)
+                    if k not in RESUMABLE_CHANGES and before.get(k, "<absent>") != now.get(k, "<absent>"))
+    if differ:
+        shown = "; ".join(f"{k}: {before.get(k, '<absent>')!r} then, {now.get(k, '<absent>')!r} now" for k in differ[:6])
+        raise ConfigError("resume", f"the config differs from the checkpoint's in {len(differ)} key(s): {shown}. "
+                          "A resumed run must compute what the first attempt computed: drop those overrides, or "
+                          "start a new run without resume (only "
+                          f"{', '.join(RESUMABLE_CHANGES)} may change)")
+    return checkpoint
+
+
+def _restore(run: _Run, checkpoint: dict[str, Any]) -> None:
+    run.model.load_state_dict(checkpoint["model"])
+    run.optimizer.load_state_dict(checkpoint["optimizer"])
+    run.scheduler.load_state_dict(checkpoint["scheduler"])
+    run.epochs_done = checkpoint["epoch"]
+    run.best_val, run.first_loss = dict(checkpoint["best_val"]), list(checkpoint["first_loss"])
+    run.train_seconds, run.train_images = checkpoint["train_seconds"], checkpoint["train_images"]
+    run.last, run.epoch_lr = checkpoint["last"], checkpoint["epoch_lr"]
+    set_rng_state(checkpoint["rng"], run.generator)
+    if checkpoint["partial"] is not None:
+        # The stopped epoch is drawn again from its start, so the data generator is put
+        # back where that epoch began; the steps already trained are skipped.
+        run.partial = EpochState(**checkpoint["partial"])
+        run.generator.set_state(checkpoint["epoch_start_generator"])
+    run.epoch_start_generator = checkpoint["epoch_start_generator"]
+    log.info("resumed from %s: %d epochs done%s", run.record.run_dir / CHECKPOINT, run.epochs_done,
+             f", epoch {run.epochs_done + 1} at step {run.partial.step}" if run.partial else "")
