@@ -107,6 +107,9 @@ def test_hparams_and_scalars_served_by_a_real_tensorboard(cli, tmp_path: Path) -
         assert infos["optim.name"]["domainDiscrete"] == ["adamw", "sgd"]
         assert infos["trainer.channels_last"]["domainDiscrete"] == ["false", "true"]
         assert infos["optim.lr"]["type"] == "DATA_TYPE_FLOAT64"
+        # The swept key leads, marked as differing, so TensorBoard shows it first.
+        assert experiment["hparamInfos"][0]["name"] == "optim.name" and experiment["hparamInfos"][0]["differs"]
+        assert not any(h.get("differs") for h in experiment["hparamInfos"][1:])
         metric_tags = {m["name"]["tag"] for m in experiment["metricInfos"]}
         assert {"test/acc", "val/acc_best", "train/images_per_s", "memory/step_peak_mb"} <= metric_tags
 
@@ -114,6 +117,8 @@ def test_hparams_and_scalars_served_by_a_real_tensorboard(cli, tmp_path: Path) -
             session_groups(server, infos, experiment["metricInfos"])))
         by_optim = {g["hparams"]["optim.name"]: g for g in groups["sessionGroups"]}
         assert set(by_optim) == {"sgd", "adamw"}
+        # The Trial ID names what differs, not the run's long directory.
+        assert {g["name"] for g in groups["sessionGroups"]} == {"optim=sgd", "optim=adamw"}
         for name, group in by_optim.items():
             assert set(group["hparams"]) == set(infos), f"{name}: every job writes every key"
             for tag in ("test/acc", "memory/step_peak_mb"):
@@ -139,5 +144,9 @@ def test_hparams_and_scalars_served_by_a_real_tensorboard(cli, tmp_path: Path) -
             assert [step for _, step, _ in points] == [1, 2]
             assert [v for _, _, v in points] == pytest.approx([row["val/acc"] for row in metrics["history"]],
                                                               rel=1e-6)
+        # Train and val of a metric share a chart (Custom Scalars).
+        layout = server.get("/custom_scalars/layout")
+        charts = {c["title"]: c["multiline"]["tag"] for cat in layout["category"] for c in cat["chart"]}
+        assert charts["loss"] == ["train/loss", "val/loss"] and charts["acc"] == ["train/acc", "val/acc"]
     finally:
         server.stop()

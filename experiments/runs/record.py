@@ -15,6 +15,7 @@ from typing import Any, Mapping, Sequence
 
 from .atomic import write_error, write_json
 from .hparams import NOT_HPARAMS, flatten, hparam_kind, hparam_schema, hparam_value
+from .naming import trial_label
 from .provenance import git_state, versions
 
 STATUSES = ("running", "completed", "failed", "interrupted", "diverged")
@@ -28,7 +29,7 @@ class RunRecord:
     def __init__(self, run_dir: Path, config: dict[str, Any], overrides: list[str],
                  hparam_domains: Mapping[str, list[Any]] | None = None,
                  hparam_metrics: Sequence[str] = ("val/acc_best", "test/acc"), tensorboard: bool = True,
-                 resumed: Mapping[str, Any] | None = None):
+                 resumed: Mapping[str, Any] | None = None, swept: Sequence[str] = ()):
         self.run_dir = Path(run_dir)
         self.hparam_metrics = tuple(hparam_metrics)  # the HParams table's metric columns, headline first
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -54,25 +55,30 @@ class RunRecord:
 
             purge = len(self.metrics["history"]) + 1 if resumed is not None else None
             self.writer = SummaryWriter(log_dir=str(self.run_dir), purge_step=purge)
-            if resumed is None:  # the earlier attempt's events file holds it already
-                self._write_hparams(config, hparam_domains or {})
+            if resumed is None:  # the earlier attempt's events file holds them already
+                self._write_hparams(config, hparam_domains or {}, swept, trial_label(flatten(config), swept, overrides))
+                self._write_layout()
         self.save()
 
-    def _write_hparams(self, config: dict[str, Any], domains: Mapping[str, list[Any]]) -> None:
+    def _write_hparams(self, config: dict[str, Any], domains: Mapping[str, list[Any]], swept: Sequence[str],
+                       trial: str) -> None:
         # Into this job's own writer: add_hparams would make a stray sub-run
         # (pytorch issue 32651). Every job writes the same keys, each as the same
         # type (hparams.hparam_schema: "none" where absent), because TensorBoard
         # shows the experiment of one arbitrary job and refuses to filter a column
         # that mixes types. Metric values are the scalars logged under the same
-        # tags at the end of the run.
+        # tags at the end of the run. The swept keys come first and are marked as
+        # differing, which is what TensorBoard sorts and shows first; the session's
+        # group name, the table's Trial ID, is the short label of their values.
         from torch.utils.tensorboard.summary import hparams
 
         values = flatten(config)
         kinds = hparam_schema()
         hp: dict[str, Any] = {}
         discrete: dict[str, list[Any]] = {}
-        for key in sorted(set(kinds) | set(values)):
-            if key in NOT_HPARAMS or key.startswith("hydra."):
+        focus = [k if k in values or f"{k}.name" not in values else f"{k}.name" for k in swept]
+        for key in [*focus, *sorted(set(kinds) | set(values))]:
+            if key in NOT_HPARAMS or key.startswith("hydra.") or key in hp:
                 continue
             value, kind = values.get(key), kinds.get(key) or hparam_kind([values.get(key)])
             if kind == "number" and isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -87,8 +93,20 @@ class RunRecord:
             if hp[key] not in domain:  # never let a domain hide the value this run used
                 domain.append(hp[key])
         exp, ssi, sei = hparams(hp, {m: 0.0 for m in self.hparam_metrics}, hparam_domain_discrete=discrete)
+        _edit_plugin_data(exp, lambda data: [info.__setattr__("differs", info.name in focus)
+                                             for info in data.experiment.hparam_infos])
+        _edit_plugin_data(ssi, lambda data: data.session_start_info.__setattr__("group_name", trial))
         for summary in (exp, ssi, sei):
             self.writer.file_writer.add_summary(summary)
+
+    def _write_layout(self) -> None:
+        """Train and validation curves of one metric on one chart (TensorBoard's Custom
+        Scalars tab): loss and accuracy, and the headline metric when it is another."""
+        metrics = list(dict.fromkeys(["loss", "acc", *(m.split("/", 1)[1].removesuffix("_best")
+                                                      for m in self.hparam_metrics[:1])]))
+        charts = {m: ["Multiline", [f"train/{m}", f"val/{m}"] if m in ("loss", "acc") else [f"val/{m}"]]
+                  for m in metrics}
+        self.writer.add_custom_scalars({"train and val": charts})
 
     def update(self, values: Mapping[str, Any]) -> None:
         self.metrics.update(values)
@@ -134,3 +152,13 @@ class RunRecord:
                 writer.close()
             except OSError:
                 pass  # a full disk: the events file keeps what reached it
+
+
+def _edit_plugin_data(summary: Any, edit: Any) -> None:
+    """Change the HParams plugin data that torch's `hparams()` put into `summary`."""
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    metadata = summary.value[0].metadata
+    data = plugin_data_pb2.HParamsPluginData.FromString(metadata.plugin_data.content)
+    edit(data)
+    metadata.plugin_data.content = data.SerializeToString()

@@ -20,6 +20,7 @@ from ..data import DATASETS, DataSpec, TensorLoader, cache_root
 from ..errors import ConfigError, Diverged, Stopped, WriteError
 from ..runs.atomic import save_torch
 from ..runs.hparams import flatten
+from ..runs.naming import swept_keys
 from ..runs.record import RunRecord
 from .choices import domains
 from .cost import activation_memory, count_cost
@@ -56,7 +57,7 @@ def train(cfg: dict[str, Any], run_dir: Path, overrides: list[str], parallel_job
         raise
     record = RunRecord(run_dir, cfg, overrides, domains(), hparam_metrics(cfg["task"]["name"]),
                        resumed=checkpoint and {**checkpoint["record"], "history": checkpoint["history"],
-                                               "step": checkpoint["step"]})
+                                               "step": checkpoint["step"]}, swept=swept_keys())
     with StopRequest() as stop:
         try:
             run = _set_up(cfg, record, parallel_jobs, _StartupClock(), checkpoint)
