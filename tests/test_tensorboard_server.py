@@ -147,6 +147,6 @@ def test_hparams_and_scalars_served_by_a_real_tensorboard(cli, tmp_path: Path) -
         # Train and val of a metric share a chart (Custom Scalars).
         layout = server.get("/custom_scalars/layout")
         charts = {c["title"]: c["multiline"]["tag"] for cat in layout["category"] for c in cat["chart"]}
-        assert charts["loss"] == ["train/loss", "val/loss"] and charts["acc"] == ["train/acc", "val/acc"]
+        assert charts["loss"] == ["^train/loss$", "^val/loss$"] and charts["acc"] == ["^train/acc$", "^val/acc$"]
     finally:
         server.stop()

@@ -7,7 +7,7 @@ from typing import Any, Mapping
 from omegaconf import OmegaConf
 
 # Keys that describe where things are, not what was run: kept out of the HParams table.
-NOT_HPARAMS = ("data.root", "data.cache_dir", "trainer.progress", "data.download")
+NOT_HPARAMS = ("data.root", "data.cache_dir", "trainer.progress", "data.download", "data.url", "data.md5")
 
 
 def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -8,7 +8,8 @@ from typing import Any, Mapping, Sequence
 from .hparams import hparam_value
 
 # Where a run is or how it shows, not what it computes: never part of a label.
-NOT_NAMED = ("data.root", "data.cache_dir", "data.download", "trainer.progress", "resume", "optimized_metric")
+NOT_NAMED = ("data.root", "data.cache_dir", "data.download", "data.url", "data.md5", "trainer.progress", "resume",
+             "optimized_metric")
 
 
 def swept_keys() -> list[str]:

@@ -12,8 +12,9 @@ from typing import Any, Sequence
 from ..errors import ConfigError
 from .hparams import flatten
 
-# Recorded by the run, not configured; a comparison must not mix them silently.
-RECORDED = ("precision", "device")
+# Recorded by the run, not configured; a comparison must not mix them silently (a
+# different test set size, say, makes a different variant, and a shared one is shown).
+RECORDED = ("precision", "device", "data/test_images")
 
 
 @dataclass

@@ -77,7 +77,7 @@ class RunRecord:
         hp: dict[str, Any] = {}
         discrete: dict[str, list[Any]] = {}
         focus = [k if k in values or f"{k}.name" not in values else f"{k}.name" for k in swept]
-        for key in [*focus, *sorted(set(kinds) | set(values))]:
+        for key in [*focus, *sorted(set(kinds) | set(values), key=_column_order)]:
             if key in NOT_HPARAMS or key.startswith("hydra.") or key in hp:
                 continue
             value, kind = values.get(key), kinds.get(key) or hparam_kind([values.get(key)])
@@ -104,8 +104,8 @@ class RunRecord:
         Scalars tab): loss and accuracy, and the headline metric when it is another."""
         metrics = list(dict.fromkeys(["loss", "acc", *(m.split("/", 1)[1].removesuffix("_best")
                                                       for m in self.hparam_metrics[:1])]))
-        charts = {m: ["Multiline", [f"train/{m}", f"val/{m}"] if m in ("loss", "acc") else [f"val/{m}"]]
-                  for m in metrics}
+        charts = {m: ["Multiline", [f"^train/{m}$", f"^val/{m}$"] if m in ("loss", "acc") else [f"^val/{m}$"]]
+                  for m in metrics}  # regular expressions: anchored, so val/acc leaves val/acc_best out
         self.writer.add_custom_scalars({"train and val": charts})
 
     def update(self, values: Mapping[str, Any]) -> None:
@@ -152,6 +152,15 @@ class RunRecord:
                 writer.close()
             except OSError:
                 pass  # a full disk: the events file keeps what reached it
+
+
+# After the swept keys, the HParams columns go model first: TensorBoard ticks the first few.
+GROUP_ORDER = ("model", "head", "optim", "sched", "trainer", "task", "data", "seed")
+
+
+def _column_order(key: str) -> tuple[int, str]:
+    group = key.split(".", 1)[0]
+    return (GROUP_ORDER.index(group) if group in GROUP_ORDER else len(GROUP_ORDER), key)
 
 
 def _edit_plugin_data(summary: Any, edit: Any) -> None:

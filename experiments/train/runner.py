@@ -37,7 +37,8 @@ log = logging.getLogger("sampler")
 
 CHECKPOINT = "checkpoint.pt"
 # Keys a resumed run may change: where things are and how progress shows, not what is computed.
-RESUMABLE_CHANGES = ("data.root", "data.cache_dir", "data.download", "trainer.progress", "trainer.threads")
+RESUMABLE_CHANGES = ("data.root", "data.cache_dir", "data.download", "data.url", "data.md5", "trainer.progress",
+                     "trainer.threads")
 
 
 def train(cfg: dict[str, Any], run_dir: Path, overrides: list[str], parallel_jobs: int = 1,
@@ -269,8 +270,8 @@ def _test(run: _Run) -> None:
     # TensorBoard gets the test figures too; those of the HParams table come with finish().
     run.record.scalars({k: v for k, v in final.items() if k.startswith("test/") and k not in run.record.hparam_metrics},
                        len(run.record.metrics["history"]))
-    log.info("test %s  (loss %.3f)  %.0f img/s  in %s", run.task.describe(te), te["loss"],
-             final["train/images_per_s"], run.record.run_dir)
+    log.info("test %s  (loss %.3f, %d images)  %.0f img/s  in %s", run.task.describe(te), te["loss"],
+             run.record.metrics["data/test_images"], final["train/images_per_s"], run.record.run_dir)
 
 
 def _activation_memory(run: _Run) -> dict[str, float]:
