@@ -48,7 +48,7 @@ def test_cfg_job_prints_the_composed_config(cli) -> None:
     (["trainer.epochs=0"], "trainer.epochs", "positive integer"),
     (["trainer.device=tpu"], "trainer.device", "auto, cpu, cuda, mps"),
     (["optim.name=adam"], "optim.name", "adamw, sgd"),
-    (["data.root=/nonexistent"], "data.root", "data.download=true"),
+    (["data.root=/nonexistent", "data.download=false"], "data.root", "data.download=auto"),
 ])
 def test_user_errors_are_one_paragraph_and_exit_2(cli, args: list[str], key: str, needle: str) -> None:
     proc = cli("train", *args)
@@ -57,9 +57,9 @@ def test_user_errors_are_one_paragraph_and_exit_2(cli, args: list[str], key: str
     assert "Traceback" not in proc.stderr + proc.stdout
 
 
-def test_resume_without_multirun_is_refused_before_a_run_dir_exists(cli, tmp_path: Path) -> None:
+def test_resume_of_no_earlier_run_is_refused_before_a_run_dir_exists(cli, tmp_path: Path) -> None:
     proc = cli("train", "resume=true", "data.subset=100")
-    assert proc.returncode == 2 and "resume" in proc.stderr and "add -m" in proc.stderr
+    assert proc.returncode == 2 and "resume" in proc.stderr and "no earlier run" in proc.stderr
     assert not (tmp_path / "outputs").exists(), "no empty run dir is left behind"
 
 

@@ -11,7 +11,7 @@ from torchvision.io import encode_jpeg
 
 from sampler.experiments.data import Split, TensorLoader
 from sampler.experiments.data.cifar10 import CIFAR10_CLASSES, load_cifar10, load_cifar10_tensors
-from sampler.experiments.data.splits import balanced_indices, split_train
+from sampler.experiments.data.splits import balanced_indices, split_test, split_train
 from sampler.experiments.errors import ConfigError
 
 
@@ -85,7 +85,7 @@ def test_missing_data_says_how_to_fix_it(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load_cifar10_tensors(tmp_path / "nowhere", cache_dir=tmp_path / "cache")
     assert err.value.key == "data.root"
-    assert "data.download=true" in err.value.message and "data.root=" in err.value.message
+    assert "data.download=auto" in err.value.message and "data.root=" in err.value.message
 
 
 def test_val_split_and_subset_are_balanced_disjoint_and_seeded(tmp_path: Path) -> None:
@@ -109,6 +109,33 @@ def test_bad_split_sizes_name_the_key(kwargs: dict, key: str) -> None:
     with pytest.raises(ConfigError) as err:
         split_train(train, num_classes=10, split_seed=0, **kwargs)
     assert err.value.key == key
+
+
+def test_test_subset_is_balanced_seeded_and_null_keeps_all() -> None:
+    labels = torch.arange(1000) % 10
+    test = Split(torch.arange(1000).view(-1, 1, 1, 1), labels)
+    assert split_test(test, None, 0, num_classes=10) is test
+    a, b = (split_test(test, 100, 0, num_classes=10) for _ in range(2))
+    assert len(a) == 100 and torch.bincount(a.labels).tolist() == [10] * 10 and torch.equal(a.images, b.images)
+    assert not torch.equal(split_test(test, 100, 1, num_classes=10).images, a.images)
+    assert torch.equal(split_test(test, 1000, 0, num_classes=10).images, test.images)  # all, in order
+    uniform = split_test(test, 7, 0)  # segmentation: no classes, any count
+    assert len(uniform) == 7 and len(set(uniform.images.flatten().tolist())) == 7
+
+
+@pytest.mark.parametrize("size", [15, 0, 1010, 2.5, True, "100"])
+def test_bad_test_sizes_name_the_key(size: object) -> None:
+    test = Split(torch.zeros(1000, 1, 2, 2, dtype=torch.uint8), torch.arange(1000) % 10)
+    with pytest.raises(ConfigError) as err:
+        split_test(test, size, 0, num_classes=10)  # type: ignore[arg-type]
+    assert err.value.key == "data.test_size" and "1000 test images" in err.value.message
+
+
+def test_a_test_size_an_unbalanced_set_cannot_fill_is_refused() -> None:
+    test = Split(torch.zeros(30, 1, 1, 1), torch.tensor([0] * 25 + [1] * 5))
+    assert torch.bincount(split_test(test, 10, 0, num_classes=2).labels).tolist() == [5, 5]
+    with pytest.raises(ConfigError, match="some class has fewer"):
+        split_test(test, 20, 0, num_classes=2)
 
 
 def test_balanced_indices_take_per_class() -> None:
@@ -163,6 +190,23 @@ def test_load_cifar10_computes_normalisation_from_train(tmp_path: Path) -> None:
     write_pickles(tmp_path, n_train=200)
     data = load_cifar10(str(tmp_path), val_size=20, cache_dir=str(tmp_path / "cache"))
     assert len(data.train) == 180 and len(data.val) == 20 and len(data.test) == 20
+    small = load_cifar10(str(tmp_path), val_size=20, test_size=10, cache_dir=str(tmp_path / "cache"))
+    assert len(small.test) == 10 and torch.bincount(small.test.labels).tolist() == [1] * 10
+    assert torch.equal(small.train.images, data.train.images)  # test_size leaves the training draw alone
     pixels = data.train.images.double().div(255).transpose(0, 1).reshape(3, -1)
     assert data.mean == pytest.approx(pixels.mean(1).tolist(), abs=1e-9)
     assert data.std == pytest.approx(pixels.std(1).tolist(), abs=1e-9)
+
+
+def test_camvid_test_size_is_a_seeded_uniform_choice(tmp_path: Path) -> None:
+    import fakedata
+    from sampler.experiments.data.camvid import load_camvid
+
+    fakedata.write_camvid(tmp_path, counts={"train": 2, "val": 1, "test": 4}, size=(45, 60))
+    full = load_camvid(str(tmp_path), size=(45, 60), cache_dir=str(tmp_path / "cache"))
+    a, b = (load_camvid(str(tmp_path), size=(45, 60), test_size=3, cache_dir=str(tmp_path / "cache")) for _ in range(2))
+    assert len(full.test) == 4 and len(a.test) == 3 and torch.equal(a.test.images, b.test.images)
+    assert all(any(torch.equal(x, y) for y in full.test.images) for x in a.test.images)
+    with pytest.raises(ConfigError) as err:
+        load_camvid(str(tmp_path), size=(45, 60), test_size=5, cache_dir=str(tmp_path / "cache"))
+    assert err.value.key == "data.test_size" and "the 4 test images" in err.value.message

@@ -15,7 +15,7 @@ from ..errors import ConfigError
 from .base import DATASETS, IMAGE_SUFFIXES, VOID, Dataset, DataSpec, Split
 from .cache import cached_tensors, source_key
 from .decode import decode
-from .splits import channel_stats, split_train
+from .splits import channel_stats, split_test, split_train
 
 CAMVID_CLASSES = ("Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car",
                   "Pedestrian", "Bicyclist")
@@ -100,12 +100,13 @@ def load_camvid_tensors(root: str | Path, size: Sequence[int], cache_dir: str | 
 
 
 def load_camvid(root: str, size: Sequence[int] = (180, 240), subset: int | None = None, split_seed: int = 0,
-                cache_dir: str | None = None) -> Dataset:
+                cache_dir: str | None = None, test_size: int | None = None) -> Dataset:
     t = load_camvid_tensors(root, size, cache_dir)
     train, _ = split_train(Split(t["train_x"], t["train_y"]), 0, subset, split_seed)
+    test = split_test(Split(t["test_x"], t["test_y"]), test_size, split_seed)
     mean, std = channel_stats(train.images)
-    return Dataset("camvid", train, Split(t["val_x"], t["val_y"]), Split(t["test_x"], t["test_y"]),
-                   CAMVID_CLASSES, mean, std, str(Path(root).expanduser().resolve()))
+    return Dataset("camvid", train, Split(t["val_x"], t["val_y"]), test, CAMVID_CLASSES, mean, std,
+                   str(Path(root).expanduser().resolve()))
 
 
 class SegmentationSet:

@@ -1,6 +1,7 @@
-"""The one way a training split is divided: a validation hold-out, then a subset.
+"""The one way a training split is divided: a validation hold-out, then a subset; and
+the one way a test split is shrunk (`split_test`).
 
-Both draw from one generator seeded with `split_seed`, not the run's seed: every
+All draw from one generator seeded with `split_seed`, not the run's seed: every
 variant and every seed of a sweep sees the same images, so differences come from
 the model, not the data. With `num_classes` the draws are class-balanced (one
 label per image); without it they are uniform (segmentation masks).
@@ -59,6 +60,23 @@ def split_train(train: Split, val_size: int, subset: int | None, split_seed: int
                               f"training images{left} (null uses all)")
         train, _ = _choose(train, subset, num_classes, g)
     return train, val
+
+
+def split_test(test: Split, test_size: int | None, split_seed: int, num_classes: int | None = None) -> Split:
+    """`test_size` images of the test split (None: all), drawn like `split_train`'s:
+    seeded with `split_seed` and class-balanced when `num_classes` is given."""
+    if test_size is None:
+        return test
+    step = num_classes or 1
+    if not _is_count(test_size) or test_size % step or not step <= test_size <= len(test):
+        whole = f"a multiple of the {num_classes} classes " if num_classes else ""
+        raise ConfigError("data.test_size", f"{test_size!r} must be {whole}between {step} and the {len(test)} "
+                          "test images (null uses all)")
+    chosen, _ = _choose(test, test_size, num_classes, torch.Generator().manual_seed(split_seed))
+    if len(chosen) < test_size:
+        raise ConfigError("data.test_size", f"{test_size} needs {test_size // step} test images of every class, "
+                          f"but some class has fewer; at most {len(chosen)} fit (null uses all)")
+    return chosen
 
 
 def channel_stats(images: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
