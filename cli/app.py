@@ -29,7 +29,7 @@ def train(ctx: typer.Context) -> None:
       sampler train --hydra-help       (Hydra's own flags)
     """
     from sampler.experiments.errors import ConfigError
-    from sampler.experiments.tools.config import check_override_keys
+    from sampler.experiments.tools.config import check_override_keys, prefetch_data
     from sampler.experiments.analysis.summary import last_sweep
 
     from .task import check_output_dirs, check_resume_args
@@ -43,6 +43,7 @@ def train(ctx: typer.Context) -> None:
         check_output_dirs(ctx.args)
         check_resume_args(ctx.args)
         check_override_keys(ctx.args)
+        prefetch_data(ctx.args)
         hydra_train()
     except KeyboardInterrupt:
         typer.echo("interrupted: the run directory records status 'interrupted'; continue it with "
@@ -82,19 +83,25 @@ def bench(
     widths: List[int] = typer.Option([32, 64, 128, 256], help="stage widths of the benchmarked stack"),
     order: str = typer.Option("conv,norm,act,pool", help="like model.order, comma-separated"),
     batch_size: int = typer.Option(64, "--batch-size", help="both pipelines; the lr scales with it (0.05 per 64)"),
-    precision: str = typer.Option("fp32", help="sampler's pipeline only: fp32 | bf16 | auto; the tutorial's is fp32"),
+    precision: str = typer.Option("auto", help="sampler's pipeline only: auto (as trainer.precision: bf16 on a CPU "
+                                  "with AVX-512 BF16 or AMX, else fp32) | bf16 | fp32; the tutorial's is fp32"),
     seed: int = typer.Option(0),
     skip_tutorial: bool = typer.Option(False, help="only time sampler's pipeline"),
+    peak_only: bool = typer.Option(False, "--peak-only", help="only measure this machine's peak (a conv like the "
+                                   "stack's, forward+backward) in each precision, then stop: no data read"),
+    peak_seconds: float = typer.Option(1.0, "--peak-seconds", help="how long the peak is timed, per precision"),
 ) -> None:
     """Time sampler's in-memory pipeline against the tutorial one, same stack, epochs and seed.
 
     The tutorial pipeline is torchvision ImageFolder + per-image PIL transforms + a DataLoader, fp32.
+    Both rates are also given as a share of this machine's peak, measured first in the same run.
     """
     from sampler.experiments.tools.bench import run_bench
 
     _user_errors(run_bench, epochs=epochs, subset=subset, data_root=data_root, widths=widths,
                  seed=seed, skip_tutorial=skip_tutorial, batch_size=batch_size,
-                 order=[s.strip() for s in order.split(",")], precision=precision)
+                 order=[s.strip() for s in order.split(",")], precision=precision, peak_only=peak_only,
+                 peak_seconds=peak_seconds)
 
 
 @app.command(context_settings=HYDRA_ARGS)

@@ -218,3 +218,23 @@ def test_train_offline_exits_2_with_one_paragraph_and_leaves_nothing(cli, tmp_pa
     (error,) = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert "data.download" in error and url in error and str(data) in error
     assert leftovers(data) == []
+
+
+def test_a_sweep_downloads_once_before_its_jobs_start(cli, tmp_path: Path, served) -> None:
+    """Parallel jobs would each try to fetch the archive into the same folder at once."""
+    data = tmp_path / "empty-data"
+    data.mkdir()
+    before = served["requests"].count("/cifar-10-python.tar.gz")
+    proc = cli("train", "-m", f"data.url={served['url']}", f"data.md5={served['md5']}", "data.test_size=50",
+               *TINY, "seed=0,1", data=data)
+    assert proc.returncode == 0, proc.stderr
+    assert served["requests"].count("/cifar-10-python.tar.gz") == before + 1
+    assert len(run_dirs(tmp_path / "outputs")) == 2
+
+
+def test_an_offline_sweep_stops_before_any_job(cli, tmp_path: Path, closed_port: int) -> None:
+    data = tmp_path / "empty-data"
+    data.mkdir()
+    proc = cli("train", "-m", f"data.url=http://127.0.0.1:{closed_port}/x.tar.gz", *TINY, "seed=0,1,2", data=data)
+    assert proc.returncode == 2 and "data.download" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "outputs").exists() and leftovers(data) == []

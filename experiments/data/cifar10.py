@@ -125,3 +125,12 @@ class Cifar10:
         return DataSpec(in_channels=3, input_size=32, num_classes=10)
 
     load = staticmethod(load_cifar10)
+
+    @staticmethod
+    def fetch(root: str, download: bool | str = False, url: str = CIFAR10_URL, md5: str | None = CIFAR10_MD5,
+              **_: object) -> None:
+        """Download the data if it is missing and `download` allows: what a sweep's
+        launching process does once, before its jobs start (they would race otherwise)."""
+        path = Path(root).expanduser()
+        if _find_source(path) is None and download_mode(download):
+            _download(path, url, md5)

@@ -74,3 +74,30 @@ def check_override_keys(args: Sequence[str]) -> None:
 def _prefixes(key: str) -> list[str]:
     parts = key.split(".")
     return [".".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def prefetch_data(args: Sequence[str]) -> None:
+    """A sweep's data set, fetched once by the launching process before any job starts:
+    every job would otherwise try to download it, at the same time under joblib or SLURM.
+    Single runs fetch their own; a sweep over data keys is left to its jobs."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from sampler.blocks.registry import call_with_accepted
+
+    from ..data import DATASETS
+
+    if not any(a in ("-m", "--multirun") for a in args):
+        return
+    candidates = [a for a in args if "=" in a and not a.startswith("-")]
+    try:
+        overrides = OverridesParser.create().parse_overrides(candidates)
+        cfg = compose([a for a, o in zip(candidates, overrides) if not o.is_sweep_override()])
+    except (HydraException, OmegaConfBaseException):
+        return  # the sweep itself reports a malformed command line
+    if any(o.is_sweep_override() and o.key_or_group.lstrip("+~").startswith("data") for o in overrides):
+        return
+    fetch = getattr(DATASETS.get(cfg["data"]["name"], "data.name"), "fetch", None)
+    if fetch is not None:
+        call_with_accepted(fetch, cfg["data"])
