@@ -13,6 +13,7 @@ import torch
 
 from conftest import TINY, read_metrics, run_dirs
 from sampler.blocks import build_model
+from sampler.experiments.train.env import resolve_precision
 
 
 def test_ls_lists_every_registry_and_preset(cli) -> None:
@@ -84,7 +85,8 @@ def test_train_end_to_end(cli, tmp_path: Path, request: pytest.FixtureRequest, s
                 "model/flops", "memory/saved_activations_mb", "memory/step_peak_mb", "memory/inference_peak_mb",
                 "precision", "versions", "git"):
         assert m[key] is not None, key
-    assert 0.0 <= m["test/acc"] <= 1.0 and m["precision"] == "fp32"
+    assert 0.0 <= m["test/acc"] <= 1.0
+    assert m["precision"] == resolve_precision("auto", torch.device("cpu"))  # bf16 where the CPU has it natively
     assert m["overrides"] == [*TINY, "seed=3"]
     assert len(m["history"]) == 1 and m["history"][0]["epoch"] == 1
     assert (run / ".hydra" / "config.yaml").is_file() and list(run.glob("events.out.tfevents.*"))
@@ -144,23 +146,3 @@ def test_ctrl_c_records_interrupted_and_exits_130(tmp_path: Path, cache_dir: Pat
     m = read_metrics(runs[0])
     assert m["status"] == "interrupted" and m["history"]
     json.loads((runs[0] / "metrics.json").read_text())  # complete, parseable
-
-
-def test_bench_times_both_pipelines_and_the_arithmetic_they_stand_for(cli) -> None:
-    from sampler.experiments.train.cost import count_flops
-
-    out = cli("bench", "--epochs", "1", "--subset", "200", "--widths", "8", "--widths", "16",
-              "--batch-size", "50", check=True).stdout
-    rows = {}
-    for line in out.splitlines():
-        cells = [c.strip() for c in line.strip("│ ").split("│")]
-        if cells[0] in ("sampler", "tutorial"):
-            rows[cells[0]] = cells
-    assert set(rows) == {"sampler", "tutorial"}, out
-    train_flops = 3 * count_flops(build_model(widths=[8, 16]), torch.zeros(1, 3, 32, 32))
-    for name, (_, precision, img_s, gflop_s, *_rest) in rows.items():
-        assert precision == "fp32"
-        assert float(gflop_s) == pytest.approx(float(img_s) * train_flops / 1e9, abs=0.05 + train_flops / 1e9)
-    speedup = float(rows["sampler"][-1].rstrip("x"))
-    assert speedup == pytest.approx(float(rows["sampler"][2]) / float(rows["tutorial"][2]), abs=0.01)
-

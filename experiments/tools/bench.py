@@ -9,20 +9,22 @@ precision differ:
   transforms (RandomCrop, RandomHorizontalFlip, ToTensor, Normalize), a
   DataLoader with worker processes, fp32, NCHW;
 - sampler: the decoded uint8 tensors in memory, whole-batch crop/flip,
-  channels_last, fp32 or `--precision bf16` (which pays only on CPUs with
-  AVX-512 BF16 or AMX).
+  channels_last, in `--precision` (default `auto`, as `trainer.precision`: bf16
+  autocast on a CPU with AVX-512 BF16 or AMX, fp32 elsewhere).
 
 Throughput counts every training step including its data loading; evaluation
 is outside the timed part and identical for both (sampler's tensor evaluator).
 The table also gives the arithmetic rate the throughput stands for (3x the
-forward FLOPs per image: the backward costs about twice the forward), to hold
-against the CPU's peak: a speedup the arithmetic cannot reach is not a
-pipeline problem.
+forward FLOPs per image: the backward costs about twice the forward), and that
+rate as a share of this machine's peak, measured in the same run by a
+convolution like the stack's (`measure_peak`) in each pipeline's precision: a
+speedup the arithmetic cannot reach is not a pipeline problem.
 """
 from __future__ import annotations
 
 import copy
 import os
+import platform
 import time
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -38,13 +40,86 @@ from ..data import TensorLoader
 from ..data.cifar10 import CIFAR10_CLASSES, load_cifar10
 from ..data.splits import balanced_indices
 from ..train.cost import count_flops
-from ..train.env import resolve_precision, seed_everything, setup_threads
+from ..train.env import cpu_bf16_features, resolve_precision, seed_everything, setup_threads
 from ..errors import ConfigError
 from ..train.loop import autocast, evaluate, train_epoch
 from ..train.optim import build_optimizer, build_scheduler
 
 LR_PER_64 = 0.05       # peak lr of the one-cycle schedule per 64 images of batch (linear scaling)
 TUTORIAL_WORKERS = 2   # DataLoader worker processes, as in the PyTorch CIFAR-10 tutorial
+# The peak microbenchmark: one 3x3 convolution like the stack's middle stages (64->128
+# channels at 8x8 and 128->256 at 4x4 in the default stack), made a little larger so the
+# CPU's arithmetic, not memory, bounds it; fixed, so peaks compare across --widths.
+PEAK_BATCH, PEAK_CHANNELS, PEAK_SIZE = 64, 128, 16
+PEAK_WARMUP = 2        # untimed iterations first (oneDNN builds its kernels on the first)
+
+
+def cpu_name() -> str:
+    """The CPU's model name with its family and model numbers (Linux: /proc/cpuinfo; a VM
+    may show only "AMD EPYC"), else what `platform` says."""
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if not line.strip():
+                    break  # the first processor's block is enough
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    if "model name" not in fields:
+        return platform.processor() or platform.machine() or "unknown CPU"
+    numbers = [f"{k} {fields[k]}" for k in ("cpu family", "model") if k in fields]
+    return fields["model name"] + (f" ({', '.join(numbers)})" if numbers else "")
+
+
+def describe_cpu() -> str:
+    """One line: model, native bf16 or not, torch's CPU capability (the kernels ATen uses)."""
+    features = cpu_bf16_features()
+    capability = getattr(getattr(torch.backends, "cpu", None), "get_cpu_capability", lambda: "unknown")()
+    return (f"cpu: {cpu_name()}; native bf16: {', '.join(features) if features else 'no (no avx512_bf16 or amx_bf16)'}; "
+            f"torch {torch.__version__} CPU capability {capability}")
+
+
+def measure_peak(precision: str, seconds: float = 1.0, batch: int = PEAK_BATCH, channels: int = PEAK_CHANNELS,
+                 size: int = PEAK_SIZE) -> dict[str, Any]:
+    """This machine's convolution rate in `precision`: a 3x3 conv, channels_last, forward
+    and backward (input and weight gradients: 3x the forward FLOPs, the factor the table
+    uses), `PEAK_WARMUP` untimed iterations, then timed ones until `seconds` have passed
+    (at least 3)."""
+    device = torch.device("cpu")
+    conv = nn.Conv2d(channels, channels, 3, padding=1, bias=False).to(memory_format=torch.channels_last)
+    x = torch.randn(batch, channels, size, size).to(memory_format=torch.channels_last).requires_grad_()
+    amp = autocast(device, precision)
+    with amp():
+        grad = torch.randn_like(conv(x))
+    flops = 3 * 2 * batch * channels * channels * 9 * size * size
+
+    def step() -> None:
+        with amp():
+            y = conv(x)
+        torch.autograd.grad(y, (x, conv.weight), grad)
+
+    for _ in range(PEAK_WARMUP):
+        step()
+    iterations, start = 0, time.perf_counter()
+    while iterations < 3 or time.perf_counter() - start < seconds:
+        step()
+        iterations += 1
+    elapsed = time.perf_counter() - start
+    return {"gflop_per_s": iterations * flops / elapsed / 1e9, "flops_per_iteration": flops,
+            "iterations": iterations, "seconds": elapsed,
+            "shape": f"3x3 conv {channels}->{channels} ch at {size}x{size}, batch {batch}, channels_last, "
+                     "forward+backward"}
+
+
+def measure_peaks(precisions: Iterable[str], seconds: float, console: Console) -> dict[str, dict[str, Any]]:
+    peaks = {p: measure_peak(p, seconds) for p in dict.fromkeys(precisions)}
+    shape = next(iter(peaks.values()))["shape"]
+    console.print(f"peak ({shape}): " + ", ".join(
+        f"{p} {r['gflop_per_s']:.1f} GFLOP/s ({r['iterations']} iterations in {r['seconds']:.1f} s)"
+        for p, r in peaks.items()))
+    return peaks
 
 
 def tutorial_batches(folder: Path, indices: Sequence[int], mean: Sequence[float], std: Sequence[float],
@@ -85,13 +160,17 @@ def _train(name: str, model: nn.Module, batches: Iterable[Any], steps_per_epoch:
 
 def run_bench(epochs: int, subset: int | None, data_root: str | None, widths: Sequence[int], seed: int,
               skip_tutorial: bool = False, batch_size: int = 64, order: Sequence[str] = ("conv", "norm", "act", "pool"),
-              precision: str = "fp32") -> dict[str, dict[str, Any]]:
+              precision: str = "auto", peak_only: bool = False, peak_seconds: float = 1.0) -> dict[str, dict[str, Any]]:
+    """Both pipelines' figures by name, and the measured peaks under "peak" (by precision);
+    with `peak_only`, the peaks alone (no data read, nothing trained)."""
     root = Path(data_root or os.environ.get("SAMPLER_DATA") or "data").expanduser()
     console = Console(highlight=False)
     if not console.is_terminal:  # piped into a file: no reason to squeeze the table into 80 columns
         console.width = max(console.width, 120)
     if batch_size < 1:
         raise ConfigError("--batch-size", f"{batch_size} must be a positive integer")
+    if not peak_seconds > 0:
+        raise ConfigError("--peak-seconds", f"{peak_seconds} must be a positive number of seconds")
     device = torch.device("cpu")
     seed_everything(seed)
     try:  # both checked before any data loads, and named by their flags
@@ -99,9 +178,14 @@ def run_bench(epochs: int, subset: int | None, data_root: str | None, widths: Se
         initial = build_model(widths=list(widths), order=list(order))
     except ConfigError as e:
         raise ConfigError(f"--{e.key.split('.')[-1]}", e.message) from None
+    threads = setup_threads(None)
+    precisions = [precision] if skip_tutorial else [precision, "fp32"]  # the tutorial's is fp32
+    if peak_only:
+        console.print(f"bench --peak-only: {threads} threads")
+        console.print(describe_cpu())
+        return {"peak": measure_peaks(precisions, peak_seconds, console)}
     train_flops = 3 * count_flops(initial, torch.zeros(1, 3, 32, 32))
     lr = LR_PER_64 * batch_size / 64
-    threads = setup_threads(None)
     data = load_cifar10(str(root), subset=None, val_size=0)
     train_idx = torch.arange(len(data.train))
     if subset is not None:
@@ -110,6 +194,8 @@ def run_bench(epochs: int, subset: int | None, data_root: str | None, widths: Se
     console.print(f"bench: widths {list(widths)}, order {list(order)}, {len(train_idx)} training images, "
                   f"{epochs} epochs, batch {batch_size}, lr {lr:g}, {threads} threads, seed {seed}; "
                   f"{train_flops / 1e6:.1f} MFLOPs per training image")
+    console.print(describe_cpu())
+    peaks = measure_peaks(precisions, peak_seconds, console)
     results: dict[str, dict[str, Any]] = {}
 
     seed_everything(seed)
@@ -131,19 +217,22 @@ def run_bench(epochs: int, subset: int | None, data_root: str | None, widths: Se
                                      "fp32", test_nchw, console)
     for r in results.values():
         r["gflop_per_s"] = r["images_per_s"] * train_flops / 1e9
+        r["peak_gflop_per_s"] = peaks[r["precision"]]["gflop_per_s"]
+        r["percent_of_peak"] = 100 * r["gflop_per_s"] / r["peak_gflop_per_s"]
     _print(results, console)
-    return results
+    return {**results, "peak": peaks}
 
 
 def _print(results: dict[str, dict[str, Any]], console: Console) -> None:
     table = Table(title="training throughput (data loading included)")
-    for col in ("pipeline", "precision", "img/s", "GFLOP/s", "train s", "test acc", "max/first epoch", "speedup"):
+    for col in ("pipeline", "precision", "img/s", "GFLOP/s", "train s", "test acc", "max/first epoch",
+                "% of peak", "speedup"):
         table.add_column(col, justify="left" if col in ("pipeline", "precision") else "right")
     base = results.get("tutorial", {}).get("images_per_s")
     for name, r in results.items():
         table.add_row(name, r["precision"], f"{r['images_per_s']:.0f}", f"{r['gflop_per_s']:.1f}", f"{r['seconds']:.1f}",
                       f"{100 * r['test/acc']:.2f}%", f"{r['epoch_max_over_first']:.2f}",
-                      f"{r['images_per_s'] / base:.2f}x" if base else "")
+                      f"{r['percent_of_peak']:.0f}%", f"{r['images_per_s'] / base:.2f}x" if base else "")
     console.print(table)
     console.print("GFLOP/s: the model arithmetic the throughput stands for (3x the forward FLOPs per image); "
-                  "compare it with the CPU's fp32 peak (cores x FMA units x vector lanes x 2 x clock).")
+                  "% of peak: that over the peak measured above in the row's precision.")

@@ -6,11 +6,20 @@ import logging
 import os
 import random
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
+
+# time/startup_import_torch_s: timed here when this module is the process's first to
+# import torch (under the CLI it is not: see torch_import_seconds).
+_TORCH_IMPORT_STARTED = time.perf_counter()
+_TORCH_IMPORTED_BEFORE = "torch" in sys.modules
+import torch  # noqa: E402
+
+_TORCH_IMPORT_S: float | None = None if _TORCH_IMPORTED_BEFORE else time.perf_counter() - _TORCH_IMPORT_STARTED
+_ENV_IMPORTED_AT = time.perf_counter()
 
 from sampler.blocks.registry import Registry
 
@@ -57,7 +66,8 @@ DEVICES.register("cuda", "the first CUDA GPU")(torch.cuda.is_available)
 DEVICES.register("mps", "Apple's Metal GPU")(torch.backends.mps.is_available)
 
 PRECISIONS: Registry = Registry("precision")
-PRECISIONS.register("auto", "bf16 autocast on a GPU, fp32 elsewhere")(lambda: None)
+PRECISIONS.register("auto", "bf16 autocast on a GPU or a CPU with native bf16 (AVX-512 BF16, AMX), "
+                   "fp32 elsewhere")(lambda: None)
 PRECISIONS.register("bf16", "bfloat16 autocast (weights and optimizer stay fp32)")(lambda: torch.bfloat16)
 PRECISIONS.register("fp32", "float32 throughout")(lambda: None)
 
@@ -76,25 +86,45 @@ def resolve_device(name: str) -> torch.device:
 
 
 def resolve_precision(name: str, device: torch.device) -> str:
-    """`auto` is bf16 autocast on a GPU and fp32 elsewhere; the result is recorded in
-    every run's metrics so that comparisons never mix precisions silently."""
+    """`auto` is bf16 autocast on a GPU and on a CPU with native bf16 (`cpu_has_bf16`),
+    fp32 elsewhere; the result is recorded in every run's metrics so that comparisons
+    never mix precisions silently."""
     PRECISIONS.get(name, "trainer.precision")
     if name == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
+        return "bf16" if device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16()) else "fp32"
     if name == "bf16" and device.type == "cpu" and not cpu_has_bf16():
         log.warning("trainer.precision=bf16 on a CPU without AVX-512 BF16 or AMX: autocast emulates it and "
                     "ran about 12x slower than fp32 on such a CPU (docs/benchmarks.md)")
     return name
 
 
+# The CPU features that run bf16 natively. torch.ops.mkldnn._is_mkldnn_bf16_supported()
+# is not this test: it says whether oneDNN *accepts* bf16, which it does on any CPU with
+# AVX-512 BW/VL/DQ (Skylake-X, where bf16 is emulated) or AVX-NE-CONVERT
+# (ATen/native/mkldnn/Utils.h, mkldnn_bf16_device_check → ideep::has_bf16_type_support).
+# torch.backends.cpu.get_cpu_capability() says 'AVX512' with or without bf16.
+NATIVE_BF16_FEATURES = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_bf16_features() -> list[str]:
+    """Which of NATIVE_BF16_FEATURES this CPU has, by torch's own CPUID probe:
+    `torch.cpu.get_capabilities()` (public in recent torch, 2.14.1 here: CPUID as read by
+    the cpuinfo library that ATen dispatches on), else the private
+    `torch.cpu._is_avx512_bf16_supported()` and `_is_amx_tile_supported()` of older torch
+    (every AMX CPU shipped has AMX-BF16); none where torch has neither, so `auto` stays at
+    the safe fp32."""
+    get_capabilities = getattr(torch.cpu, "get_capabilities", None)
+    if get_capabilities is not None:
+        caps = get_capabilities()
+        return [f for f in NATIVE_BF16_FEATURES if caps.get(f, False)]
+    probes = {"avx512_bf16": "_is_avx512_bf16_supported", "amx_bf16": "_is_amx_tile_supported"}
+    return [f for f, probe in probes.items() if getattr(torch.cpu, probe, lambda: False)()]
+
+
 def cpu_has_bf16() -> bool:
-    """Whether the CPU has native bf16 matrix instructions (Linux flags; False if unknown)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line for line in f if line.startswith("flags")), "").split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    """Whether the CPU runs bf16 natively (AVX-512 BF16 or AMX): where it does not, CPU
+    autocast emulates bf16 and is slower than fp32."""
+    return bool(cpu_bf16_features())
 
 
 def available_cpus() -> int:
@@ -155,3 +185,29 @@ def seconds_since_process_start() -> float | None:
         return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
         return None
+
+
+def note_torch_import(seconds: float) -> None:
+    """For the code that imports torch first in a process (the CLI's entry module, say):
+    hand its timed `import torch` to `torch_import_seconds`."""
+    global _TORCH_IMPORT_S
+    _TORCH_IMPORT_S = seconds
+
+
+def torch_import_seconds() -> float | None:
+    """time/startup_import_torch_s: how long this process took to import torch.
+
+    Exact when this module imported torch, or when the first importer timed it and called
+    `note_torch_import`. Otherwise it is the time from the process's start to this
+    module's import: under the CLI, sampler.blocks imports torch first (cli → errors →
+    blocks.registry), and blocks may not import experiments, so nothing of ours can stand
+    right after it. That bound also holds Python's own start and the modules imported
+    before this one besides torch (typer, rich, hydra, sampler's own: about 0.25 s with
+    torch at 1.5-2.4 s, by `python -X importtime` on a 2-core VM), so it never overstates
+    sampler's own part. None where the process start is unknown (not Linux)."""
+    if _TORCH_IMPORT_S is not None:
+        return _TORCH_IMPORT_S
+    since_start = seconds_since_process_start()
+    if since_start is None:
+        return None
+    return max(0.0, since_start - (time.perf_counter() - _ENV_IMPORTED_AT))

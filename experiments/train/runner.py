@@ -6,6 +6,7 @@ signals, full disks) is DESIGN §8."""
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,7 +26,8 @@ from ..runs.record import RunRecord
 from .choices import domains
 from .cost import activation_memory, count_cost
 from .env import (peak_memory_mb, reset_peak_memory, resolve_device, resolve_precision, rng_state,
-                  seconds_since_process_start, seed_everything, set_rng_state, setup_threads)
+                  seconds_since_process_start, seed_everything, set_rng_state, setup_threads,
+                  torch_import_seconds)
 from .loop import EpochState, StopAtStep, autocast, train_epoch
 from .model import example_input, make_model
 from .optim import build_optimizer, build_scheduler, check_optimizer, check_scheduler
@@ -115,16 +117,41 @@ def check_config(cfg: dict[str, Any]) -> None:
 class _StartupClock:
     """time/startup_s: the first job of a process counts from the process's start (imports
     and config composition included); a later job in the same process (a sweep's basic
-    launcher, a reused joblib worker) counts from its own start."""
+    launcher, a reused joblib worker) counts from its own start.
+
+    `parts` splits it three ways, summing to the total: time/startup_import_torch_s (the
+    first job only; env.torch_import_seconds says how exact it is), time/startup_dynamo_s
+    (the torch._dynamo import that the first optimizer forces, or an uncached FLOP count
+    before it: `import_dynamo` times it) and time/startup_sampler_s (the rest: sampler's
+    own start-up, config, data, model, record)."""
     first_job_done = False
 
     def __init__(self) -> None:
         self.started = time.perf_counter()
         self.first = not _StartupClock.first_job_done
         _StartupClock.first_job_done = True
+        self.dynamo_s = 0.0
 
     def seconds(self) -> float | None:
         return seconds_since_process_start() if self.first else time.perf_counter() - self.started
+
+    def import_dynamo(self) -> None:
+        """Import torch._dynamo now, timed, unless this process has it already."""
+        if "torch._dynamo" not in sys.modules:
+            start = time.perf_counter()
+            import torch._dynamo  # noqa: F401
+
+            self.dynamo_s += time.perf_counter() - start
+
+    def parts(self) -> dict[str, float | None]:
+        total = self.seconds()
+        torch_s = torch_import_seconds() if self.first else 0.0
+        if total is None or torch_s is None:
+            return {"time/startup_s": total, "time/startup_import_torch_s": torch_s,
+                    "time/startup_dynamo_s": self.dynamo_s, "time/startup_sampler_s": None}
+        torch_s = max(0.0, min(torch_s, total - self.dynamo_s))  # the process clock ticks in 10 ms
+        return {"time/startup_s": total, "time/startup_import_torch_s": torch_s,
+                "time/startup_dynamo_s": self.dynamo_s, "time/startup_sampler_s": total - torch_s - self.dynamo_s}
 
 
 @dataclass
@@ -167,6 +194,7 @@ def _set_up(cfg: dict[str, Any], record: RunRecord, parallel_jobs: int, clock: _
     threads = setup_threads(t["threads"], parallel_jobs)
     task = TASKS.get(cfg["task"]["name"], "task.name")(cfg)
     model, spec = make_model(cfg)
+    clock.import_dynamo()  # what the FLOP count (uncached) or else the first optimizer would import
     params, flops = count_cost(model, example_input(spec), cache_root(cfg["data"].get("cache_dir")))
     record.update({"model/params": params, "model/flops": flops, "device": str(device), "precision": precision,
                    "threads": threads})
@@ -188,7 +216,7 @@ def _set_up(cfg: dict[str, Any], record: RunRecord, parallel_jobs: int, clock: _
                best_val={"acc": 0.0, task.headline.name: 0.0})
     if checkpoint is not None:
         _restore(run, checkpoint)
-    record.update({"time/startup_s": clock.seconds()})
+    record.update(clock.parts())
     return run
 
 

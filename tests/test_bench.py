@@ -1,0 +1,81 @@
+"""`sampler bench`: both pipelines timed, the arithmetic they stand for, and that as a share
+of the machine's peak, measured in the same run."""
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from sampler.blocks import build_model
+from sampler.experiments.tools.bench import describe_cpu, measure_peak
+from sampler.experiments.train.cost import count_flops
+from sampler.experiments.train.env import resolve_precision
+
+
+def _table(out: str) -> dict[str, dict[str, str]]:
+    """The throughput table's rows by pipeline, each cell by its column's header."""
+    header, rows = None, {}
+    for line in out.splitlines():
+        cells = [c.strip() for c in re.split("[│┃]", line.strip())[1:-1]]
+        if cells and cells[0] == "pipeline":
+            header = cells
+        elif header and cells and cells[0] in ("sampler", "tutorial"):
+            rows[cells[0]] = dict(zip(header, cells))
+    return rows
+
+
+def _peaks(out: str) -> dict[str, float]:
+    """The measured peaks by precision, from the `peak (...): bf16 X GFLOP/s (N iterations ...)` line."""
+    flat = " ".join(out.split())  # rich may wrap the line anywhere
+    return {p: float(v) for p, v in re.findall(r"(bf16|fp32) ([\d.]+) GFLOP/s \(\d+ iterations", flat)}
+
+
+def test_bench_times_both_pipelines_and_the_arithmetic_they_stand_for(cli) -> None:
+    out = cli("bench", "--epochs", "1", "--subset", "200", "--widths", "8", "--widths", "16",
+              "--batch-size", "50", "--peak-seconds", "0.1", check=True).stdout
+    rows = _table(out)
+    assert set(rows) == {"sampler", "tutorial"}, out
+    assert list(rows["sampler"]) == ["pipeline", "precision", "img/s", "GFLOP/s", "train s", "test acc",
+                                     "max/first epoch", "% of peak", "speedup"]
+    # The default --precision is auto, resolved as trainer.precision is; the tutorial's is fp32.
+    assert rows["sampler"]["precision"] == resolve_precision("auto", torch.device("cpu"))
+    assert rows["tutorial"]["precision"] == "fp32"
+    peaks = _peaks(out)
+    assert set(peaks) == {rows["sampler"]["precision"], "fp32"}, out
+    train_flops = 3 * count_flops(build_model(widths=[8, 16]), torch.zeros(1, 3, 32, 32))
+    for r in rows.values():
+        img_s, gflop_s = float(r["img/s"]), float(r["GFLOP/s"])
+        # a wrong FLOP factor (2x or 4x the forward instead of 3x) fails this
+        assert gflop_s == pytest.approx(img_s * train_flops / 1e9, abs=0.05 + train_flops / 1e9)
+        assert float(r["% of peak"].rstrip("%")) == pytest.approx(100 * gflop_s / peaks[r["precision"]], abs=1.0)
+    speedup = float(rows["sampler"]["speedup"].rstrip("x"))
+    assert speedup == pytest.approx(float(rows["sampler"]["img/s"]) / float(rows["tutorial"]["img/s"]), abs=0.01)
+    assert "cpu: " in out and f"CPU capability {torch.backends.cpu.get_cpu_capability()}" in out
+
+
+def test_peak_only_needs_no_data_and_measures_the_precision_asked_for(cli, tmp_path) -> None:
+    out = cli("bench", "--peak-only", "--peak-seconds", "0.05", "--precision", "fp32", "--skip-tutorial",
+              "--data-root", str(tmp_path / "nonexistent"), check=True).stdout
+    assert set(_peaks(out)) == {"fp32"} and "pipeline" not in out, out
+    assert " ".join(describe_cpu().split()) in " ".join(out.split())
+
+
+def test_bench_refuses_a_peak_time_that_is_not_positive(cli) -> None:
+    proc = cli("bench", "--peak-only", "--peak-seconds", "0")
+    assert proc.returncode == 2 and "--peak-seconds" in proc.stderr
+
+
+def test_the_peak_counts_forward_and_both_gradients_as_torch_does() -> None:
+    # The table's factor is 3x the forward; the peak must count its conv the same way.
+    batch, channels, size = 2, 8, 8
+    peak = measure_peak("fp32", seconds=0.0, batch=batch, channels=channels, size=size)
+    conv = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+    x = torch.randn(batch, channels, size, size, requires_grad=True)
+    with FlopCounterMode(display=False) as counter:
+        y = conv(x)
+        y.backward(torch.ones_like(y))  # the input's gradient and the weight's
+    assert peak["flops_per_iteration"] == counter.get_total_flops() == 3 * count_flops(conv, x.detach())
+    assert peak["iterations"] >= 3 and peak["gflop_per_s"] > 0

@@ -1,0 +1,146 @@
+"""The process environment a run starts from: which precision `auto` means on this machine,
+and where the start-up time goes."""
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import TINY, read_metrics, run_dirs
+from sampler.experiments.train import env, runner
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture
+def native_bf16(monkeypatch: pytest.MonkeyPatch):
+    """Make torch's CPU probe report the given features (none: a CPU without native bf16)."""
+
+    def set_features(*features: str) -> None:
+        caps = {"architecture": "x86_64", "avx2": True, **{f: True for f in features}}
+        monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: caps)
+
+    return set_features
+
+
+@pytest.mark.parametrize("features, expected", [((), "fp32"), (("avx512_bf16",), "bf16"), (("amx_bf16",), "bf16"),
+                                                (("avx512_bf16", "amx_bf16"), "bf16")])
+def test_auto_is_bf16_on_a_cpu_with_native_bf16_and_fp32_on_others(native_bf16, features, expected) -> None:
+    native_bf16(*features)
+    assert env.cpu_has_bf16() is (expected == "bf16")
+    assert env.resolve_precision("auto", CPU) == expected
+    assert env.resolve_precision("auto", torch.device("cuda")) == "bf16"
+    assert env.resolve_precision("auto", torch.device("mps")) == "fp32"
+    assert env.resolve_precision("fp32", CPU) == "fp32"
+
+
+def test_avx512_without_bf16_is_not_native(native_bf16) -> None:
+    # oneDNN accepts bf16 on any AVX-512 BW/VL/DQ CPU (torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    # says True there) but emulates it: auto must stay fp32.
+    native_bf16("avx512_f", "avx512_bw", "avx512_vl", "avx512_dq", "avx512_vnni")
+    assert not env.cpu_has_bf16() and env.resolve_precision("auto", CPU) == "fp32"
+
+
+@pytest.mark.parametrize("features, warns", [((), True), (("avx512_bf16",), False)])
+def test_explicit_bf16_warns_only_without_native_bf16(native_bf16, caplog, features, warns) -> None:
+    native_bf16(*features)
+    with caplog.at_level(logging.WARNING, logger="sampler"):
+        assert env.resolve_precision("bf16", CPU) == "bf16"
+    assert ("AVX-512 BF16 or AMX" in caplog.text) is warns
+
+
+def test_older_torch_is_probed_through_its_private_helpers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(torch.cpu, "get_capabilities", raising=False)
+    for avx512_bf16, amx in [(False, False), (True, False), (False, True)]:
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v, raising=False)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v, raising=False)
+        assert env.cpu_has_bf16() is (avx512_bf16 or amx)
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")
+    assert env.cpu_bf16_features() == [] and env.resolve_precision("auto", CPU) == "fp32"
+
+
+def test_the_real_probe_agrees_with_the_kernels_cpu_flags() -> None:
+    # A cross-check of torch's CPUID probe against Linux's own reading of the same bits.
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        pytest.skip("no /proc/cpuinfo on this system")
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.read_text().splitlines()
+                  if line.startswith(("flags", "Features"))), None)
+    if flags is None:
+        pytest.skip("/proc/cpuinfo lists no CPU flags here")
+    assert env.cpu_bf16_features() == [f for f in env.NATIVE_BF16_FEATURES if f in flags]
+
+
+# ---------------------------------------------------------------- start-up time
+
+
+def _parts(m: dict) -> tuple[float, float, float, float]:
+    return (m["time/startup_s"], m["time/startup_import_torch_s"], m["time/startup_dynamo_s"],
+            m["time/startup_sampler_s"])
+
+
+def test_a_run_records_its_resolved_precision_and_its_start_up_in_three_parts(cli, tmp_path: Path) -> None:
+    cli("train", *TINY, check=True)
+    (run,) = run_dirs(tmp_path / "outputs")
+    m = read_metrics(run)
+    assert m["config"]["trainer"]["precision"] == "auto"
+    assert m["precision"] == env.resolve_precision("auto", CPU), "auto is resolved before it is recorded"
+    total, torch_s, dynamo_s, sampler_s = _parts(m)
+    assert min(total, torch_s, dynamo_s, sampler_s) >= 0
+    assert torch_s + dynamo_s + sampler_s == pytest.approx(total, abs=1e-6)
+    assert torch_s > 0.1 and dynamo_s > 0, "a fresh process imports torch, and torch._dynamo in _set_up"
+
+
+class _Clock(runner._StartupClock):
+    """A process's first job or a later one, leaving the real first-job flag alone."""
+
+    def __init__(self, first: bool) -> None:
+        self.started, self.first, self.dynamo_s = time.perf_counter(), first, 0.0
+
+
+def test_startup_parts_of_a_first_and_a_later_job(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runner, "seconds_since_process_start", lambda: 6.5)
+    monkeypatch.setattr(runner, "torch_import_seconds", lambda: 2.4)
+    first = _Clock(first=True)
+    first.dynamo_s = 2.0
+    assert first.parts() == {"time/startup_s": 6.5, "time/startup_import_torch_s": 2.4,
+                             "time/startup_dynamo_s": 2.0, "time/startup_sampler_s": pytest.approx(2.1)}
+    import torch._dynamo  # noqa: F401  as after the process's first job
+
+    later = _Clock(first=False)  # a later job of a sweep process: torch and torch._dynamo are in already
+    later.import_dynamo()
+    total, torch_s, dynamo_s, sampler_s = _parts(later.parts())
+    assert torch_s == 0.0 and dynamo_s == 0.0 and sampler_s == total >= 0
+
+
+def test_startup_parts_stay_consistent_when_the_clocks_disagree(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The process clock ticks in 10 ms steps: an import timed to just above the total is cut to fit.
+    monkeypatch.setattr(runner, "seconds_since_process_start", lambda: 2.40)
+    monkeypatch.setattr(runner, "torch_import_seconds", lambda: 2.404)
+    total, torch_s, dynamo_s, sampler_s = _parts(_Clock(first=True).parts())
+    assert (total, torch_s, dynamo_s, sampler_s) == (2.40, 2.40, 0.0, 0.0)
+    # Without a process clock (not Linux) nothing is made up.
+    monkeypatch.setattr(runner, "seconds_since_process_start", lambda: None)
+    assert _Clock(first=True).parts()["time/startup_sampler_s"] is None
+
+
+@pytest.mark.parametrize("first_import, exact", [("", True), ("import torch; ", False)])
+def test_torch_import_is_timed_where_it_happens_or_bounded_from_the_process_start(first_import, exact) -> None:
+    code = (f"{first_import}import time; from sampler.experiments.train import env; "
+            "print(env._TORCH_IMPORT_S is not None, env.torch_import_seconds(), env.seconds_since_process_start())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    timed, seconds, since_start = out[0] == "True", float(out[1]), float(out[2])
+    assert timed is exact
+    assert 0.05 < seconds <= since_start + 0.01
+
+
+def test_the_first_importer_can_hand_its_timed_import_over(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(env, "_TORCH_IMPORT_S", None)
+    env.note_torch_import(1.25)
+    assert env.torch_import_seconds() == 1.25
