@@ -130,6 +130,11 @@ def compare(
     out: Optional[Path] = typer.Option(None, help="where --plot writes; default: the first path"),
     wide: bool = typer.Option(False, "--wide", help="every column: std, min–max, the test and every cost "
                               "(params, MFLOPs, img/s, time, peak MB); default: what fits the terminal"),
+    baseline: Optional[str] = typer.Option(None, help="test every variant against this one (its label or value, "
+                                           "e.g. avg) instead of the best"),
+    effect: Optional[float] = typer.Option(None, help="estimate the seeds needed to separate a difference this "
+                                           "large (points of % for accuracies, e.g. 0.5)"),
+    power: float = typer.Option(0.8, help="with --effect: the chance of finding that difference"),
 ) -> None:
     """Compare variants across seeds: mean, std, CI, a test against the best, and what each costs.
 
@@ -137,11 +142,12 @@ def compare(
       sampler compare outputs/ --metric test/acc --by model.pool --format md > table.md
       sampler compare outputs/multirun/<time> --plot
       sampler compare outputs/multirun/<time> --wide
+      sampler compare outputs/multirun/<time> --baseline avg --effect 0.5
     """
     from sampler.experiments.analysis.compare import compare as run_compare
 
     _user_errors(run_compare, paths, metric=metric, by=by, ignore=ignore, fmt=format, alpha=alpha,
-                 goal=goal, plot=plot, out=out, wide=wide)
+                 goal=goal, plot=plot, out=out, wide=wide, baseline=baseline, effect=effect, power=power)
 
 
 def _user_errors(fn, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]

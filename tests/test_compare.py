@@ -26,6 +26,7 @@ from conftest import TINY, read_metrics, run_dirs
 from typer.testing import CliRunner
 
 from sampler.cli.app import app
+from sampler.experiments.errors import ConfigError
 from sampler.experiments.runs.atomic import write_json
 from sampler.experiments.analysis.plots import history_band, pareto_front
 
@@ -374,3 +375,67 @@ def test_real_sweep_table_matches_its_metrics_files(cli, compare, tmp_path: Path
     summary = (sweep / "summary.md").read_text()
     assert f"summary: {sweep.relative_to(tmp_path)}/summary.md" in proc.stderr
     assert "| **model.pool=" in summary and "paired t" in summary
+
+
+# ---------------------------------------------------------------- statistics across many variants
+
+def test_holm_matches_a_worked_example_and_bonferroni_bounds() -> None:
+    from sampler.experiments.analysis.stats import holm
+
+    # Holm (1979), as in every textbook: sorted p 0.01, 0.03, 0.04 over m=3 → 0.03, 0.06, 0.06.
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    ps = [0.001, 0.2, 0.04, 0.5]
+    adjusted = holm(ps)
+    assert all(p <= a <= min(1.0, len(ps) * p) for p, a in zip(ps, adjusted))  # between raw and Bonferroni
+
+
+def test_difference_ci_and_probability_better_against_scipy() -> None:
+    from scipy import stats as sp
+
+    from sampler.experiments.analysis.stats import difference_ci, probability_better
+
+    a, b = [0.61, 0.59, 0.63, 0.60], [0.55, 0.56, 0.57, 0.58]
+    diff, low, high = difference_ci(a, b, paired=True, alpha=0.05)
+    ref = sp.ttest_rel(a, b).confidence_interval(0.95)
+    assert diff == pytest.approx(np.mean(a) - np.mean(b)) and (low, high) == pytest.approx((ref.low, ref.high))
+    diff, low, high = difference_ci(a, b, paired=False, alpha=0.05)
+    ref = sp.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    assert (low, high) == pytest.approx((ref.low, ref.high))
+    assert probability_better(a, b, paired=True) == 1.0
+    assert probability_better([1, 2], [1.5, 0], paired=False) == 0.75
+
+
+def test_seeds_needed_matches_cohens_tables() -> None:
+    from sampler.experiments.analysis.stats import seeds_needed
+
+    # Cohen (1988): d = 0.5, alpha 0.05 two-sided, power 0.8 → 64 per group; paired d_z = 0.5 → 34.
+    assert seeds_needed(1.0, 0.5, paired=False) == 64
+    assert seeds_needed(1.0, 0.5, paired=True) == 34
+    assert seeds_needed(1.0, 1.0, paired=False) == 17
+
+
+def test_compare_corrects_for_many_variants_and_takes_a_baseline(tmp_path: Path) -> None:
+    from sampler.experiments.analysis.report import build_report
+    from sampler.experiments.runs.read import find_runs
+
+    scores = {"max": [0.60, 0.62, 0.61], "avg": [0.58, 0.61, 0.59], "conv": [0.50, 0.55, 0.52],
+              "none": [0.40, 0.42, 0.45]}
+    for pool, values in scores.items():
+        for seed, acc in enumerate(values):
+            fake_run(tmp_path, f"{pool}_{seed}", seed, pool=pool, **{"test/acc": acc})
+    report = build_report(find_runs([tmp_path]), effect=0.005)
+    assert report.corrected == 3 and report.reference == "best"
+    raw = {v.values["model.pool"]: v.p_raw for v in report.variants if v.p_raw is not None}
+    from sampler.experiments.analysis.stats import holm
+
+    expected = dict(zip(raw, holm(list(raw.values()))))
+    for v in report.variants[1:]:
+        assert v.p == pytest.approx(expected[v.values["model.pool"]]) and v.p >= v.p_raw
+        assert v.diff < 0 and v.diff_ci[0] <= v.diff <= v.diff_ci[1]
+    assert report.seeds_needed is not None and report.seeds_needed >= 2
+    base = build_report(find_runs([tmp_path]), baseline="none")
+    verdicts = {v.values["model.pool"]: v.verdict for v in base.variants}
+    assert verdicts["none"] == "baseline" and verdicts["max"] in ("better", "not distinguishable")
+    assert all(v.diff > 0 for v in base.variants if v.values["model.pool"] != "none")
+    with pytest.raises(ConfigError, match="blurpool"):
+        build_report(find_runs([tmp_path]), baseline="blurpool")

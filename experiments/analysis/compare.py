@@ -8,17 +8,22 @@ from typing import Sequence
 from ..errors import ConfigError
 from ..runs.read import find_runs
 from .formats import FORMATS, print_table, to_csv, to_json, to_markdown
-from .report import Report, build_report
+from .report import Report, build_report, default_metric, is_fraction
 
 
 def compare(paths: Sequence[Path], metric: str | None = None, by: Sequence[str] = (),
             ignore: Sequence[str] = (), fmt: str = "table", alpha: float = 0.05, goal: str | None = None,
-            plot: bool = False, out: Path | None = None, wide: bool = False) -> Report:
-    """What `sampler compare` does: find, group, test, print (and plot)."""
+            plot: bool = False, out: Path | None = None, wide: bool = False, baseline: str | None = None,
+            effect: float | None = None, power: float = 0.8) -> Report:
+    """What `sampler compare` does: find, group, test, print (and plot). `effect` is in the
+    metric's displayed units: points of % for accuracies and IoUs."""
     if fmt not in FORMATS:
         raise ConfigError("--format", f"unknown format {fmt!r}; choose one of: {', '.join(FORMATS)}")
     by = [k for item in by for k in item.split(",") if k]
-    report = build_report(find_runs(paths), metric, by, ignore, alpha, goal)
+    runs = find_runs(paths)
+    if effect is not None and is_fraction(metric or default_metric(runs)):
+        effect = effect / 100  # points of % → the fraction metrics.json holds
+    report = build_report(runs, metric, by, ignore, alpha, goal, baseline, effect, power)
     if fmt == "table":
         print_table(report, wide=wide)
     else:

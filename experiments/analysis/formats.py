@@ -37,7 +37,9 @@ def rows(report: Report) -> list[dict[str, Any]]:
     for v in report.variants:
         row: dict[str, Any] = {"variant": v.label, **v.values, "n": v.n, "mean": v.mean, "std": v.std,
                                "ci_low": v.ci[0], "ci_high": v.ci[1], "min": v.min, "max": v.max,
-                               "test": v.test, "p": v.p, "verdict": v.verdict}
+                               "test": v.test, "p": v.p, "p_uncorrected": v.p_raw, "verdict": v.verdict,
+                               "diff": v.diff, "diff_ci_low": v.diff_ci[0] if v.diff_ci else None,
+                               "diff_ci_high": v.diff_ci[1] if v.diff_ci else None, "p_better": v.p_better}
         row.update({key: v.cost.get(key) for key in COSTS})
         row["seeds"] = v.seeds
         row["scores"] = v.scores
@@ -112,8 +114,10 @@ def _p(p: float, alpha: float) -> str:
 
 def verdict(v: Variant, alpha: float) -> str:
     """best, worse p=0.03, ≈ p=0.31, n<2 (the test is named once, in the notes)."""
-    if v.verdict == "best":
-        return "best"
+    if v.verdict in ("best", "baseline"):
+        return v.verdict
+    if v.p is not None and v.verdict == "better":
+        return f"better {_p(v.p, alpha)}"
     if v.verdict.startswith("best"):
         return "best n<2"
     if v.verdict.startswith("needs more seeds"):
@@ -166,7 +170,7 @@ def table_cells(report: Report, wide: bool = False, *, costs: Sequence[str] | No
         columns["std"] = [scale(v.std) if v.n > 1 else "—" for v in report.variants]
         columns["min–max"] = [f"{scale(v.min)}–{scale(v.max, unit=True)}" if v.n else "—"
                               for v in report.variants]
-    columns["vs best"] = [verdict(v, report.alpha) for v in report.variants]
+    columns[f"vs {report.reference}"] = [verdict(v, report.alpha) for v in report.variants]
     if wide:
         columns["test"] = [v.test or "—" for v in report.variants]
     for k in keys:
@@ -196,6 +200,18 @@ def notes(report: Report, wide: bool = False, costs: Sequence[str] | None = None
                  + f"; {'higher' if report.goal == 'max' else 'lower'} {report.metric} is better"
                  + (", in %" if scale.percent else ""))
     lines.append(_tests(report))
+    if report.corrected:
+        lines.append(f"p-values Holm-corrected over the {report.corrected} tests against the {report.reference} "
+                     "(family-wise error at alpha); json and csv keep the uncorrected ones too")
+    if report.effect is not None:
+        shown = f"{100 * report.effect:g} points" if scale.percent else f"{report.effect:g}"
+        if report.seeds_needed is not None:
+            lines.append(f"seeds needed: about {report.seeds_needed} per variant to separate a difference of "
+                         f"{shown} at alpha={report.alpha:g} with {report.power:.0%} power (per-seed spread so far "
+                         f"{scale(report.needed_spread) if report.needed_spread is not None else '?'})")
+        else:
+            lines.append(f"seeds needed for a difference of {shown}: not estimable yet (a variant needs 2 seeds), "
+                         "or more than 1,000")
     clipped = any(mean_ci(v, scale)[1] for v in report.variants)
     lines.append(f"CI: t-distribution, {report.level}, shown as mean ± half-width"
                  + (" in % points" if scale.percent else "")
@@ -214,20 +230,20 @@ def _tests(report: Report) -> str:
     tested = [v for v in report.variants if v.test]
     kinds = sorted({v.test for v in tested})
     if not kinds:
-        line = "vs best: no test ran (a verdict needs at least 2 seeds on both sides)"
+        line = f"vs {report.reference}: no test ran (a verdict needs at least 2 seeds on both sides)"
     elif len(kinds) == 1:
-        line = (f"vs best: two-sided {kinds[0]}-test at alpha={report.alpha:g} ("
+        line = (f"vs {report.reference}: two-sided {kinds[0]}-test at alpha={report.alpha:g} ("
                 + ("both variants ran the same seeds" if kinds[0] == "paired t" else
                    "unpaired: the variants did not each run the same seeds once") + ")")
     else:
         _, labels = short_labels(report.keys, report.variants)
         name = dict(zip(map(id, report.variants), labels))
-        line = (f"vs best: two-sided t-test at alpha={report.alpha:g}: "
+        line = (f"vs {report.reference}: two-sided t-test at alpha={report.alpha:g}: "
                 + "; ".join(f"{k} for " + ", ".join(name[id(v)] for v in tested if v.test == k) for k in kinds)
                 + " (paired when both variants ran the same seeds, Welch's otherwise)")
     verdicts = {v.verdict for v in report.variants}
     if "not distinguishable" in verdicts:
-        line += "; ≈: not distinguishable from the best"
+        line += f"; ≈: not distinguishable from the {report.reference}"
     if any(s.startswith(("needs more seeds", "best mean")) for s in verdicts):
         line += "; n<2: needs more seeds (a test needs at least 2 on both sides)"
     return line
@@ -314,7 +330,7 @@ def _layout(header: list[str], body: list[list[str]], width: int) -> list[int | 
     natural = _widths(header, body, wrap=(), headers=False)
     if sum(natural) <= room:
         return [None] * len(header)
-    texts = [0, *(i for i, col in enumerate(header) if col in LEFT)]
+    texts = [0, *(i for i, col in enumerate(header) if col in LEFT or col.startswith("vs "))]
     widths = _widths(header, body, wrap=())
     if sum(widths) > room:
         widths = _widths(header, body, wrap=texts)
@@ -332,7 +348,8 @@ def _rich_table(report: Report, title: str | None, header: list[str], body: list
 
     table = Table(title=title)
     for i, (col, fixed) in enumerate(zip(header, _layout(header, body, width))):
-        table.add_column(col, justify="left" if i == 0 or col in LEFT else "right", overflow="fold",
+        table.add_column(col, justify="left" if i == 0 or col in LEFT or col.startswith("vs ") else "right",
+                         overflow="fold",
                          width=fixed)
     for v, cells in zip(report.variants, body):
         best = v.verdict.startswith("best")

@@ -24,7 +24,8 @@ from ..errors import ConfigError
 from ..runs.hparams import NOT_HPARAMS
 from ..runs.read import RECORDED, Run
 from ..train.tasks import TASKS, headline
-from .stats import paired_t, t_interval, welch_t
+from .stats import (difference_ci, holm, paired_t, probability_better, seeds_needed, t_interval,
+                    welch_t)
 
 # Keys that never make two runs different variants: the seed is the noise being
 # averaged over; the rest say where or how a run ran, not what it ran.
@@ -50,9 +51,13 @@ class Variant:
     ci: tuple[float, float] = (math.nan, math.nan)
     min: float = math.nan
     max: float = math.nan
-    p: float | None = None
+    p: float | None = None  # against the reference, Holm-corrected when there are several tests
+    p_raw: float | None = None  # the same test's p before the correction
     test: str = ""
     verdict: str = ""
+    diff: float | None = None  # mean(this) - mean(reference), paired seed by seed when they share seeds
+    diff_ci: tuple[float, float] | None = None
+    p_better: float | None = None  # how often this beat the reference: per seed when paired, else per pair of runs
     cost: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -78,6 +83,12 @@ class Report:
     common: dict[str, Any]  # overridden values that are the same in every run
     variants: list[Variant]  # best first
     unfinished: list[Run]
+    reference: str = "best"  # what the verdicts compare against: the best variant or --baseline's label
+    corrected: int = 0  # how many tests Holm's correction spans (0: one test or none, nothing corrected)
+    effect: float | None = None  # --effect, in the metric's units
+    power: float = 0.8
+    seeds_needed: int | None = None  # per variant, to separate `effect` at alpha with `power`
+    needed_spread: float | None = None  # the per-seed spread that estimate used
 
     @property
     def level(self) -> str:
@@ -244,18 +255,64 @@ def paired(a: Variant, b: Variant) -> bool:
     return len(set(a.seeds)) == a.n and sorted(a.seeds, key=str) == sorted(b.seeds, key=str)
 
 
-def against_best(best: Variant, other: Variant, alpha: float) -> None:
-    """The test, its p-value and the verdict of `other` against the best variant."""
-    if best.n < 2 or other.n < 2:
-        other.verdict = f"needs more seeds (n={min(best.n, other.n)})"
+def against(reference: Variant, other: Variant, alpha: float, goal: str) -> None:
+    """The test of `other` against the reference variant: its p-value, the difference of
+    the means with its CI, how often it beat the reference, and the verdict."""
+    if reference.n < 2 or other.n < 2:
+        other.verdict = f"needs more seeds (n={min(reference.n, other.n)})"
         return
-    if paired(best, other):
-        order = {s: i for i, s in enumerate(best.seeds)}
-        o = [s for _, s in sorted(zip(other.seeds, other.scores), key=lambda t: order[t[0]])]
-        other.test, other.p = "paired t", paired_t(best.scores, o)
+    both = paired(reference, other)
+    ref, scores = reference.scores, other.scores
+    if both:
+        order = {s: i for i, s in enumerate(reference.seeds)}
+        scores = [s for _, s in sorted(zip(other.seeds, other.scores), key=lambda t: order[t[0]])]
+        other.test, other.p_raw = "paired t", paired_t(ref, scores)
     else:
-        other.test, other.p = "Welch t", welch_t(best.scores, other.scores)
-    other.verdict = "not distinguishable" if other.p >= alpha else "worse"
+        other.test, other.p_raw = "Welch t", welch_t(ref, scores)
+    other.p = other.p_raw
+    diff, low, high = difference_ci(scores, ref, both, alpha)
+    other.diff, other.diff_ci = diff, (low, high)
+    other.p_better = probability_better(scores, ref, both) if goal == "max" else probability_better(ref, scores, both)
+    _verdict(other, alpha, goal)
+
+
+def _verdict(v: Variant, alpha: float, goal: str) -> None:
+    if v.p is None or v.diff is None:
+        return
+    ahead = v.diff > 0 if goal == "max" else v.diff < 0
+    v.verdict = "not distinguishable" if v.p >= alpha else ("better" if ahead else "worse")
+
+
+def _correct(tested: list[Variant], alpha: float, goal: str) -> int:
+    """Holm's correction over the tests against the reference (issue 14: with more than two
+    variants, uncorrected tests find a 'difference' by chance far more often than alpha)."""
+    if len(tested) < 2:
+        return 0
+    for v, p in zip(tested, holm([v.p_raw for v in tested])):
+        v.p = p
+        _verdict(v, alpha, goal)
+    return len(tested)
+
+
+def _seeds_needed(reference: Variant, others: list[Variant], effect: float, alpha: float,
+                  power: float) -> tuple[int | None, float | None]:
+    """From the spread seen so far: the largest per-seed std of the paired differences (or of
+    the scores, unpaired) among the tested variants."""
+    spreads, pairing = [], True
+    for v in others:
+        if v.n < 2 or reference.n < 2:
+            continue
+        if paired(reference, v) and v.diff_ci is not None:
+            order = {s: i for i, s in enumerate(reference.seeds)}
+            scores = [s for _, s in sorted(zip(v.seeds, v.scores), key=lambda t: order[t[0]])]
+            spreads.append(float(np.std(np.subtract(scores, reference.scores), ddof=1)))
+        else:
+            pairing = False
+            spreads.append(max(v.std, reference.std))
+    if not spreads:
+        return None, None
+    spread = max(spreads)
+    return seeds_needed(spread, abs(effect), alpha, power, paired=pairing), spread
 
 
 def default_metric(runs: Sequence[Run]) -> str:
@@ -267,7 +324,11 @@ def default_metric(runs: Sequence[Run]) -> str:
 
 
 def build_report(runs: Sequence[Run], metric: str | None = None, by: Sequence[str] = (),
-                 ignore: Sequence[str] = (), alpha: float = 0.05, goal: str | None = None) -> Report:
+                 ignore: Sequence[str] = (), alpha: float = 0.05, goal: str | None = None,
+                 baseline: str | None = None, effect: float | None = None, power: float = 0.8) -> Report:
+    """The comparison: variants best first, each tested against the best (or `baseline`,
+    a variant's label or value), Holm-corrected when there are several tests; with
+    `effect` (in the metric's units), how many seeds would separate such a difference."""
     check_one_kind(runs)
     metric = metric or default_metric(runs)
     if not 0 < alpha < 1:
@@ -283,14 +344,41 @@ def build_report(runs: Sequence[Run], metric: str | None = None, by: Sequence[st
         summarize(v, alpha)
     sign = 1 if goal == "max" else -1
     variants.sort(key=lambda v: (v.n == 0, -sign * v.mean if v.n else 0, v.label))
-    best = variants[0] if variants else None
-    if best is not None and best.n:
-        best.verdict = "best" if best.n > 1 else "best mean (n=1: needs more seeds)"
-        for v in variants[1:]:
-            if v.n:
-                against_best(best, v, alpha)
-    return Report(metric, goal, alpha, keys, also, common_values(started, keys) if started else {},
-                  variants, [r for r in runs if r.status != "completed"])
+    if not 0 < power < 1:
+        raise ConfigError("--power", f"{power} must be between 0 and 1 (0.8 is usual)")
+    reference = _reference(variants, keys, baseline)
+    tested: list[Variant] = []
+    if reference is not None and reference.n:
+        if baseline is None:
+            reference.verdict = "best" if reference.n > 1 else "best mean (n=1: needs more seeds)"
+        else:
+            reference.verdict = "baseline"
+        for v in variants:
+            if v is not reference and v.n:
+                against(reference, v, alpha, goal)
+                if v.p_raw is not None:
+                    tested.append(v)
+    corrected = _correct(tested, alpha, goal)
+    report = Report(metric, goal, alpha, keys, also, common_values(started, keys) if started else {},
+                    variants, [r for r in runs if r.status != "completed"],
+                    reference="best" if baseline is None else baseline, corrected=corrected, effect=effect,
+                    power=power)
+    if effect is not None and reference is not None:
+        report.seeds_needed, report.needed_spread = _seeds_needed(reference, tested, effect, alpha, power)
+    return report
+
+
+def _reference(variants: list[Variant], keys: Sequence[str], baseline: str | None) -> Variant | None:
+    """The best variant, or the one `baseline` names by its label or by its value alone."""
+    if not variants:
+        return None
+    if baseline is None:
+        return variants[0]
+    _, labels = short_labels(keys, variants)
+    for v, short in zip(variants, labels):
+        if baseline in (v.label, short):
+            return v
+    raise ConfigError("--baseline", f"{baseline!r} names no variant; choose one of: {', '.join(labels)}")
 
 
 KINDS = {"task.name": "tasks", "data.name": "data sets"}  # never ranked together
