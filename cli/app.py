@@ -30,7 +30,8 @@ def train(ctx: typer.Context) -> None:
     """
     from sampler.experiments.errors import ConfigError
     from sampler.experiments.tools.config import check_override_keys, prefetch_data
-    from sampler.experiments.analysis.summary import last_sweep
+    from sampler.experiments.analysis.summary import last_sweep, summarize
+    from sampler.experiments.runs.sweep import SweepAborted
 
     from .task import check_output_dirs, check_resume_args
     from .task import train as hydra_train
@@ -45,6 +46,11 @@ def train(ctx: typer.Context) -> None:
         check_override_keys(ctx.args)
         prefetch_data(ctx.args)
         hydra_train()
+    except SweepAborted as e:  # a launcher or sweeper that cannot go on: the summary so far, then why
+        if e.sweep_dir is not None:
+            summarize(e.sweep_dir)
+        report(ConfigError(e.key, e.message))
+        raise typer.Exit(e.exit_code)
     except KeyboardInterrupt:
         typer.echo("interrupted: the run directory records status 'interrupted'; continue it with "
                    "resume=<run dir> (resume=true with -m for a sweep)", err=True)

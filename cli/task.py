@@ -21,8 +21,7 @@ from sampler.experiments.train.tasks import objective
 from .errors import USER_ERROR, report
 
 log = logging.getLogger("sampler")
-# Not part of what a job ran: how the sweep was launched and what a sweeper optimises.
-LAUNCH_KEYS = ("resume", "optimized_metric")
+LAUNCH_KEYS = sweep.LAUNCH_KEYS  # not part of what a job ran: how the sweep was launched, what a sweeper optimises
 
 
 def _sweep_dir(root: str, resume: Any, overrides: Any) -> str:
@@ -35,11 +34,80 @@ def _sweep_dir(root: str, resume: Any, overrides: Any) -> str:
 
 sweep.register_resolvers(_sweep_dir)  # before Hydra composes train.yaml, and in every launcher's job process
 
+# sampler's launcher and sweeper, by the names their configs give (configs/hydra/launcher/slurm.yaml,
+# configs/hydra/sweeper/optuna_study.yaml): Hydra instantiates only plugins named hydra_plugins.*
+# (hydra.core.plugins), and these live in sampler.experiments.runs. Skipped without the plugin they extend.
+HYDRA_PLUGINS = {"hydra_plugins.sampler.SlurmLauncher": ("launchers", "SlurmLauncher"),
+                 "hydra_plugins.sampler.OptunaSweeper": ("study", "OptunaSweeper")}
+
+
+def register_hydra_plugins() -> None:
+    import importlib
+
+    from hydra.core.plugins import Plugins
+
+    plugins = Plugins.instance()
+    for name, (module, cls) in HYDRA_PLUGINS.items():
+        try:
+            plugin = getattr(importlib.import_module(f"sampler.experiments.runs.{module}"), cls)
+        except ImportError:
+            continue
+        plugins.register(plugin)
+        plugins.class_name_to_class[name] = plugin
+
+
+register_hydra_plugins()
+
+
+# The GPUs the launching process sees, for the jobs of a local parallel sweep: submitit's local
+# executor sets every job's CUDA_VISIBLE_DEVICES to 0..gpus_per_node-1, so a job cannot see them itself.
+GPUS_ENV = "SAMPLER_LAUNCHER_GPUS"
+
+
+def visible_gpus() -> list[str]:
+    """CUDA_VISIBLE_DEVICES as a list, or every GPU of the machine (NVML: no CUDA context is made)."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [d.strip() for d in listed.split(",") if d.strip()]
+    import torch
+
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+if GPUS_ENV not in os.environ:  # in the launching process; its jobs inherit it
+    os.environ[GPUS_ENV] = ",".join(visible_gpus())
+
+
+def gpu_for_job(job_num: int, gpus: list[str]) -> str | None:
+    """The GPU a job of a local parallel sweep takes: its number modulo the GPUs; None with fewer than two."""
+    return gpus[job_num % len(gpus)] if len(gpus) > 1 else None
+
+
+def _local_parallel(hc: DictConfig) -> bool:
+    target = str(OmegaConf.select(hc, "launcher._target_", default="") or "")
+    return target.endswith("submitit_launcher.LocalLauncher") or ("JoblibLauncher" in target and _parallel_jobs(hc) > 1)
+
+
+def _pin_gpu(hc: DictConfig) -> None:
+    """Jobs running side by side on one machine, each on its own GPU (CUDA_VISIBLE_DEVICES), not
+    all on the first. A reused joblib worker whose first job started CUDA keeps that GPU."""
+    import torch
+
+    if not _local_parallel(hc) or torch.cuda.is_initialized():
+        return
+    gpu = gpu_for_job(int(hc.job.num), [g for g in os.environ.get(GPUS_ENV, "").split(",") if g])
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+        log.info("job %s: GPU %s (CUDA_VISIBLE_DEVICES)", hc.job.num, gpu)
+
 
 def _parallel_jobs(hc: DictConfig) -> int:
     """How many jobs of this sweep share the machine: joblib's n_jobs; for submitit,
     whose local executor starts every job at once, the cores over cpus_per_task (on
-    SLURM the job only sees its own cores, so that comes out as 1)."""
+    SLURM the job only sees its own cores, so that comes out as 1); for Ray, which runs as
+    many jobs at once as the cores hold `ray.remote.num_cpus` (1 unless set), the same."""
+    if str(OmegaConf.select(hc, "launcher._target_", default="")).endswith("ray_launcher.RayLauncher"):
+        return max(1, available_cpus() // int(OmegaConf.select(hc, "launcher.ray.remote.num_cpus", default=None) or 1))
     n_jobs = OmegaConf.select(hc, "launcher.n_jobs", default=None)
     if n_jobs is not None:
         return available_cpus() if n_jobs < 1 else int(n_jobs)  # joblib: -1 means one per core
@@ -117,6 +185,7 @@ def train(cfg: DictConfig) -> float | None:
                 return objective(done, cfg.get("optimized_metric"))
             if not (run_dir / runner.CHECKPOINT).is_file():
                 sweep.clear_attempt(run_dir)  # nothing to continue from: start over, without old curves
+        _pin_gpu(hc)
         return _train(cfg, hc, multirun=True, resume=resume)
 
 

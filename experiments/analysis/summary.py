@@ -22,30 +22,36 @@ last_sweep: dict[str, Any] = {}
 
 class SweepSummary(Callback):
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
-        from rich.console import Console
-        from rich.markup import escape
+        summarize(Path(config.hydra.sweep.dir))
 
-        sweep_dir = Path(config.hydra.sweep.dir)
-        runs = find_runs([sweep_dir], strict=False)
-        # `running` is left only while the run's process lives (read_run calls a dead one
-        # killed): another process is training that job, which is not a failure of ours.
-        elsewhere = [r for r in runs if r.status == "running"]
-        failed = [r for r in runs if r.status not in ("completed", "running")]
-        last_sweep.clear()
-        last_sweep.update(dir=str(sweep_dir), jobs=len(runs), failed=[r.name for r in failed])
-        console = Console(stderr=True, highlight=False, soft_wrap=True)
-        done = len(runs) - len(failed) - len(elsewhere)
-        console.print(f"sweep {sweep_dir}: {done} of {len(runs)} jobs completed"
-                      + (f", {len(elsewhere)} running elsewhere" if elsewhere else ""))
-        for run in elsewhere:
-            process = run.metrics.get("process") or {}
-            console.print(f"  [yellow]running elsewhere[/yellow] {escape(run.name)} "
-                          f"(pid {process.get('pid')} on {process.get('host')})")
-        for run in failed:
-            console.print(f"  [red]{run.status}[/red] {escape(f'{run.name}: {run.error}')}")
-        summary = write_summary(sweep_dir, runs)
-        if summary is not None:
-            console.print(f"summary: {summary}   (sampler compare {sweep_dir} for more)")
+
+def summarize(sweep_dir: Path) -> None:
+    """Say how the sweep's jobs ended, write `summary.md`, and leave the tally in
+    `last_sweep` for the CLI's exit code: at the end of every multirun, and when a
+    launcher or sweeper stops one early (the CLI calls it then)."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    runs = find_runs([sweep_dir], strict=False)
+    # `running` is left only while the run's process lives (read_run calls a dead one
+    # killed): another process is training that job, which is not a failure of ours.
+    elsewhere = [r for r in runs if r.status == "running"]
+    failed = [r for r in runs if r.status not in ("completed", "running")]
+    last_sweep.clear()
+    last_sweep.update(dir=str(sweep_dir), jobs=len(runs), failed=[r.name for r in failed])
+    console = Console(stderr=True, highlight=False, soft_wrap=True)
+    done = len(runs) - len(failed) - len(elsewhere)
+    console.print(f"sweep {sweep_dir}: {done} of {len(runs)} jobs completed"
+                  + (f", {len(elsewhere)} running elsewhere" if elsewhere else ""))
+    for run in elsewhere:
+        process = run.metrics.get("process") or {}
+        console.print(f"  [yellow]running elsewhere[/yellow] {escape(run.name)} "
+                      f"(pid {process.get('pid')} on {process.get('host')})")
+    for run in failed:
+        console.print(f"  [red]{run.status}[/red] {escape(f'{run.name}: {run.error}')}")
+    summary = write_summary(sweep_dir, runs)
+    if summary is not None:
+        console.print(f"summary: {summary}   (sampler compare {sweep_dir} for more)")
 
 
 def write_summary(sweep_dir: Path, runs: list[Run]) -> Path | None:

@@ -18,7 +18,7 @@ from .hparams import NOT_HPARAMS, flatten, hparam_kind, hparam_schema, hparam_va
 from .naming import trial_label
 from .provenance import git_state, versions
 
-STATUSES = ("running", "completed", "failed", "interrupted", "diverged")
+STATUSES = ("running", "completed", "failed", "interrupted", "diverged", "cancelled", "timeout")  # the last two: SLURM ended the job
 
 
 class RunRecord:

@@ -31,6 +31,20 @@ log = logging.getLogger("sampler")
 TIME_FORMAT = "%Y-%m-%d_%H-%M-%S.%f"
 MAX_NAME = 200  # bytes; file systems stop at 255
 LOCK = ".lock"
+# Not part of what a job ran: how the sweep was launched and what a sweeper optimises.
+LAUNCH_KEYS = ("resume", "optimized_metric")
+
+
+class SweepAborted(BaseException):
+    """A sweep that cannot go on, said in one paragraph (`key`: `message`) with an exit
+    code, by a launcher or a sweeper. A BaseException, like KeyboardInterrupt, because
+    Hydra prints a traceback for every Exception raised inside a multirun
+    (hydra._internal.utils.run_and_report); the CLI catches it, writes the summary of
+    `sweep_dir` when there is one, and prints the paragraph."""
+
+    def __init__(self, key: str, message: str, exit_code: int = 1, sweep_dir: Path | None = None):
+        super().__init__(f"{key}: {message}")
+        self.key, self.message, self.exit_code, self.sweep_dir = key, message, exit_code, sweep_dir
 
 
 # ---------------------------------------------------------------- where a sweep writes
@@ -143,9 +157,15 @@ def job_dir_name(override_dirname: str) -> str:
     return override_dirname.encode()[:MAX_NAME - 11].decode(errors="ignore") + "~" + digest
 
 
+def trial_dir_name(number: int, override_dirname: str) -> str:
+    """An optimizing sweeper's trial: its number first, since two trials may draw the same values."""
+    return f"trial={number}," + job_dir_name(override_dirname) if override_dirname else f"trial={number}"
+
+
 def register_resolvers(sweep_dir: Callable[[str, Any, Any], str]) -> None:
     """`${sampler.sweep_dir:...}` and `${sampler.job_dir:...}`, used in configs/train.yaml.
-    `${sampler.run_dir:...}` is the single run's directory (`run_dir`).
+    `${sampler.run_dir:...}` is the single run's directory (`run_dir`);
+    `${sampler.trial_dir:N,...}` an Optuna trial's (set by runs/study.py).
     `sweep_dir(root, resume, overrides)` wraps `resolve_sweep_dir` with the caller's way
     of reporting a wrong `resume` (OmegaConf would turn a raise into a traceback)."""
     # Cached, so the launcher, the jobs and the end-of-sweep callback agree on one dir.
@@ -153,6 +173,8 @@ def register_resolvers(sweep_dir: Callable[[str, Any, Any], str]) -> None:
     OmegaConf.register_new_resolver("sampler.run_dir", lambda root, resume, overrides: run_dir(
         root, resume, [str(o) for o in overrides]), use_cache=True, replace=True)
     OmegaConf.register_new_resolver("sampler.job_dir", job_dir_name, replace=True)
+    OmegaConf.register_new_resolver("sampler.trial_dir", lambda number, name: trial_dir_name(int(number), name),
+                                    replace=True)
 
 
 # ---------------------------------------------------------------- jobs of a resumed sweep
