@@ -249,3 +249,22 @@ def test_a_study_where_every_trial_fails_ends_with_one_paragraph(cli, tmp_path: 
     assert "resume=true" in last and "0 of 2 jobs completed" in proc.stderr
     (sweep,) = (tmp_path / "outputs" / "multirun").iterdir()
     assert "2 failed" in (sweep / "summary.md").read_text() or "failed" in (sweep / "summary.md").read_text()
+
+
+def test_a_queued_job_shows_as_pending_until_it_starts(tmp_path: Path, capsys) -> None:
+    """Submit and come back later: compare and the summary show queued jobs as pending."""
+    from sampler.experiments.analysis.summary import last_sweep, summarize
+    from sampler.experiments.runs.launchers import mark_pending
+    from sampler.experiments.runs.read import find_runs
+
+    queued, started = tmp_path / "model.pool=avg", tmp_path / "model.pool=max"
+    started.mkdir()
+    (started / "metrics.json").write_text('{"status": "running", "history": [], "config": {"seed": 0}}')
+    mark_pending(queued, "41_1", ["model.pool=avg"])
+    mark_pending(started, "41_0", ["model.pool=max"])  # a job that already wrote its own is left alone
+    runs = {r.name: r for r in find_runs([tmp_path])}
+    assert runs["model.pool=avg"].status == "pending" and "41_1" in runs["model.pool=avg"].error
+    assert json.loads((started / "metrics.json").read_text())["status"] == "running"
+    summarize(tmp_path)
+    assert last_sweep["failed"] == []  # queued is not failed
+    assert "pending" in capsys.readouterr().err

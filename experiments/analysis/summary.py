@@ -35,8 +35,8 @@ def summarize(sweep_dir: Path) -> None:
     runs = find_runs([sweep_dir], strict=False)
     # `running` is left only while the run's process lives (read_run calls a dead one
     # killed): another process is training that job, which is not a failure of ours.
-    elsewhere = [r for r in runs if r.status == "running"]
-    failed = [r for r in runs if r.status not in ("completed", "running")]
+    elsewhere = [r for r in runs if r.status in ("running", "pending")]  # pending: queued in SLURM
+    failed = [r for r in runs if r.status not in ("completed", "running", "pending")]
     last_sweep.clear()
     last_sweep.update(dir=str(sweep_dir), jobs=len(runs), failed=[r.name for r in failed])
     console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -45,8 +45,10 @@ def summarize(sweep_dir: Path) -> None:
                   + (f", {len(elsewhere)} running elsewhere" if elsewhere else ""))
     for run in elsewhere:
         process = run.metrics.get("process") or {}
-        console.print(f"  [yellow]running elsewhere[/yellow] {escape(run.name)} "
-                      f"(pid {process.get('pid')} on {process.get('host')})")
+        where = (f"pid {process.get('pid')} on {process.get('host')}" if run.status == "running"
+                 else str(run.error))
+        console.print(f"  [yellow]{'running elsewhere' if run.status == 'running' else 'pending'}[/yellow] "
+                      f"{escape(run.name)} ({escape(where)})")
     for run in failed:
         console.print(f"  [red]{run.status}[/red] {escape(f'{run.name}: {run.error}')}")
     summary = write_summary(sweep_dir, runs)

@@ -122,13 +122,31 @@ def record_slurm_end(job_dir: Path, state: str, job_id: str, log_path: Path | No
         earlier, error = metrics.get("status"), metrics.get("error")
         if earlier in ("failed", "diverged") and status == "failed":
             status, message = earlier, f"{error} ({message})"
-        elif earlier not in (None, "running"):  # how the run saw its end (SIGTERM, a checkpoint): first clause
+        elif earlier not in (None, "running", "pending"):  # how the run saw its end (SIGTERM, a checkpoint): first clause
             message += f"; the run had recorded {earlier}: {str(error).split(';')[0]}"
         metrics.update(status=status, error=message)
     metrics["slurm"] = {"job_id": job_id, "state": state}
     Path(job_dir).mkdir(parents=True, exist_ok=True)
     write_json(path, metrics)
     return status
+
+
+def mark_pending(job_dir: Path, job_id: str, overrides: Sequence[str]) -> None:
+    """A queued job's metrics.json says `pending` until the job starts and writes its own,
+    so `sampler compare <sweep>` shows it as such after the launching process let go
+    (submit and come back later). Created only where none exists: a job that already
+    started is never overwritten."""
+    path = Path(job_dir) / "metrics.json"
+    Path(job_dir).mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except FileExistsError:
+        return
+    with os.fdopen(fd, "w") as f:
+        json.dump({"status": "pending", "error": f"queued in SLURM as job {job_id} (squeue -j {job_id})",
+                   "overrides": list(overrides), "config": None, "history": [],
+                   "slurm": {"job_id": job_id, "state": "PENDING"}}, f, indent=2)
+        f.write("\n")
 
 
 # ---------------------------------------------------------------- pending for ever
@@ -344,7 +362,10 @@ class SlurmLauncher(SubmititSlurmLauncher):
             raise sweep.SweepAborted("hydra/launcher", f"{e.filename or 'sbatch'} was not found: this machine is "
                                      "no SLURM login node. Launch from one, or use hydra/launcher=joblib or "
                                      "submitit_local here", 2) from None
-        return [(idx, overrides, job) for (idx, overrides), job in zip(todo, jobs)]
+        submitted = [(idx, overrides, job) for (idx, overrides), job in zip(todo, jobs)]
+        for idx, overrides, job in submitted:
+            mark_pending(self._job_dir(sweep_dir, self._job_config(idx, overrides)), str(job.job_id), overrides)
+        return submitted
 
     def _wait(self, sweep_dir: Path, submitted: list[tuple[int, list[str], Any]]) -> dict[int, JobReturn]:
         jobs = [job for _, _, job in submitted]

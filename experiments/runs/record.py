@@ -18,7 +18,8 @@ from .hparams import NOT_HPARAMS, flatten, hparam_kind, hparam_schema, hparam_va
 from .naming import trial_label
 from .provenance import git_state, versions
 
-STATUSES = ("running", "completed", "failed", "interrupted", "diverged", "cancelled", "timeout")  # the last two: SLURM ended the job
+# cancelled and timeout: SLURM ended the job; pending: queued in SLURM, not started yet.
+STATUSES = ("running", "completed", "failed", "interrupted", "diverged", "cancelled", "timeout", "pending")
 
 
 class RunRecord:
