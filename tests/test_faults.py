@@ -227,6 +227,8 @@ def test_an_unwritable_output_path_is_a_user_error(cli, tmp_path: Path, obstacle
     (["+optim.momentun=0.9"], "optim.momentun"),
     (["sched.name=linear"], "sched.name"),
     (["model.order=5"], "model.order"),
+    (["data.val_size=abc"], "data.val_size"),
+    (["data.augment.flip=sometimes"], "data.augment.flip"),
 ])
 def test_config_errors_come_before_any_data_is_read_and_leave_nothing(cli, tmp_path: Path, args: list[str],
                                                                      key: str) -> None:

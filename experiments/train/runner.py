@@ -112,6 +112,22 @@ def check_config(cfg: dict[str, Any]) -> None:
                           "to compute batch statistics; use trainer.batch_size >= 2 or model.norm=group|none")
     check_optimizer(**cfg["optim"])
     check_scheduler(**cfg["sched"])
+    _check_data_keys(cfg["data"])
+
+
+def _check_data_keys(d: dict[str, Any]) -> None:
+    """The types of the data keys; whether the sizes fit the data is checked when it is read."""
+    for key in ("val_size", "subset", "test_size", "split_seed"):
+        value = d.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+            raise ConfigError(f"data.{key}", f"{value!r} must be a whole number >= 0"
+                              + ("" if key in ("val_size", "split_seed") else " of images (null: all)"))
+    augment = d.get("augment") or {}
+    if "flip" in augment and not isinstance(augment["flip"], bool):
+        raise ConfigError("data.augment.flip", f"{augment['flip']!r} must be true or false")
+    padding = augment.get("crop_padding")
+    if padding is not None and (not isinstance(padding, int) or isinstance(padding, bool) or padding < 0):
+        raise ConfigError("data.augment.crop_padding", f"{padding!r} must be a whole number of pixels >= 0")
 
 
 class _StartupClock:
