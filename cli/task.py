@@ -16,6 +16,7 @@ from sampler.experiments.errors import ConfigError, Stopped
 from sampler.experiments.runs import sweep
 from sampler.experiments.train import runner
 from sampler.experiments.train.env import available_cpus
+from sampler.experiments.tools.config import is_multirun
 from sampler.experiments.train.tasks import objective
 
 from .errors import USER_ERROR, report
@@ -120,7 +121,7 @@ def _parallel_jobs(hc: DictConfig) -> int:
 def check_output_dirs(args: list[str]) -> None:
     """The folder runs are written to must be one: a file in the way or no permission is
     the user's to fix (exit 2), said before Hydra tries and fails with a traceback."""
-    multirun = any(a in ("-m", "--multirun") or a.lower() == "hydra.mode=multirun" for a in args)
+    multirun = is_multirun(args)
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     given = [a.split("=", 1)[1] for a in args if a.startswith(key + "=")]
     target = Path(given[-1] if given else ("outputs/multirun" if multirun else "outputs/runs"))
@@ -145,7 +146,7 @@ def _resume_arg(args: list[str]) -> str | None:
 def check_resume_args(args: list[str]) -> None:
     """A single run's `resume=`, checked before Hydra writes into any directory: the run
     must exist and its checkpoint must hold the same config."""
-    multirun = any(a in ("-m", "--multirun") or a.lower() == "hydra.mode=multirun" for a in args)
+    multirun = is_multirun(args)
     value = _resume_arg(args)
     if value is None or multirun:
         return

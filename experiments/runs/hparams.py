@@ -6,8 +6,11 @@ from typing import Any, Mapping
 
 from omegaconf import OmegaConf
 
-# Keys that describe where things are, not what was run: kept out of the HParams table.
+# Keys that describe where things are, not what was run: kept out of the HParams table and
+# of a run's label, and free to change when a run is resumed.
 NOT_HPARAMS = ("data.root", "data.cache_dir", "trainer.progress", "data.download", "data.url", "data.md5")
+# Not part of what a job ran: how the sweep was launched and what a sweeper optimises.
+LAUNCH_KEYS = ("resume", "optimized_metric")
 
 
 def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .hparams import hparam_value
+from .hparams import LAUNCH_KEYS, NOT_HPARAMS, hparam_value
 
 # Where a run is or how it shows, not what it computes: never part of a label.
-NOT_NAMED = ("data.root", "data.cache_dir", "data.download", "data.url", "data.md5", "trainer.progress", "resume",
-             "optimized_metric")
+NOT_NAMED = (*NOT_HPARAMS, *LAUNCH_KEYS)
 
 
 def swept_keys() -> list[str]:

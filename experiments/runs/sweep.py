@@ -25,14 +25,13 @@ from typing import Any, Callable, Iterator
 from omegaconf import OmegaConf
 
 from ..errors import ConfigError
+from .hparams import LAUNCH_KEYS  # noqa: F401  (sweep.LAUNCH_KEYS for the CLI and launchers)
 
 log = logging.getLogger("sampler")
 
 TIME_FORMAT = "%Y-%m-%d_%H-%M-%S.%f"
 MAX_NAME = 200  # bytes; file systems stop at 255
 LOCK = ".lock"
-# Not part of what a job ran: how the sweep was launched and what a sweeper optimises.
-LAUNCH_KEYS = ("resume", "optimized_metric")
 
 
 class SweepAborted(BaseException):

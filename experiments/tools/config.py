@@ -76,6 +76,11 @@ def _prefixes(key: str) -> list[str]:
     return [".".join(parts[:i]) for i in range(1, len(parts))]
 
 
+def is_multirun(args: Sequence[str]) -> bool:
+    """Whether a `sampler train` command line asks for a sweep (-m, --multirun, hydra.mode=MULTIRUN)."""
+    return any(a in ("-m", "--multirun") or a.lower() == "hydra.mode=multirun" for a in args)
+
+
 def prefetch_data(args: Sequence[str]) -> None:
     """A sweep's data set, fetched once by the launching process before any job starts:
     every job would otherwise try to download it, at the same time under joblib or SLURM.
@@ -88,7 +93,7 @@ def prefetch_data(args: Sequence[str]) -> None:
 
     from ..data import DATASETS
 
-    if not any(a in ("-m", "--multirun") for a in args):
+    if not is_multirun(args):
         return
     candidates = [a for a in args if "=" in a and not a.startswith("-")]
     try:

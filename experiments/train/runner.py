@@ -20,7 +20,7 @@ from sampler.blocks.registry import call_with_accepted
 from ..data import DATASETS, DataSpec, TensorLoader, cache_root
 from ..errors import ConfigError, Diverged, Stopped, WriteError
 from ..runs.atomic import save_torch
-from ..runs.hparams import flatten
+from ..runs.hparams import NOT_HPARAMS, flatten
 from ..runs.naming import swept_keys
 from ..runs.record import RunRecord
 from .choices import domains
@@ -39,8 +39,7 @@ log = logging.getLogger("sampler")
 
 CHECKPOINT = "checkpoint.pt"
 # Keys a resumed run may change: where things are and how progress shows, not what is computed.
-RESUMABLE_CHANGES = ("data.root", "data.cache_dir", "data.download", "data.url", "data.md5", "trainer.progress",
-                     "trainer.threads")
+RESUMABLE_CHANGES = (*NOT_HPARAMS, "trainer.threads")
 
 
 def train(cfg: dict[str, Any], run_dir: Path, overrides: list[str], parallel_jobs: int = 1,
