@@ -144,3 +144,12 @@ def test_the_first_importer_can_hand_its_timed_import_over(monkeypatch: pytest.M
     monkeypatch.setattr(env, "_TORCH_IMPORT_S", None)
     env.note_torch_import(1.25)
     assert env.torch_import_seconds() == 1.25
+
+
+def test_the_cpu_a_run_ran_on_is_named_with_the_flags_that_decide_its_speed() -> None:
+    from sampler.experiments.runs.provenance import CPU_FEATURES, hardware
+
+    h = hardware()
+    assert h["cpu"] and h["cores"] >= 1
+    flags = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").exists() else []
+    assert h["features"] == [f for f in CPU_FEATURES if f in flags]

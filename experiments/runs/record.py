@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 from .atomic import write_error, write_json
 from .hparams import NOT_HPARAMS, flatten, hparam_kind, hparam_schema, hparam_value
 from .naming import trial_label
-from .provenance import git_state, versions
+from .provenance import git_state, hardware, versions
 
 # cancelled and timeout: SLURM ended the job; pending: queued in SLURM, not started yet.
 STATUSES = ("running", "completed", "failed", "interrupted", "diverged", "cancelled", "timeout", "pending")
@@ -38,7 +38,7 @@ class RunRecord:
         self.metrics: dict[str, Any] = {
             "status": "running", "seed": config.get("seed"), "overrides": list(overrides),
             "task": config.get("task", {}).get("name"), "config": config,
-            "started_at": datetime.now(timezone.utc).isoformat(), "versions": versions(),
+            "started_at": datetime.now(timezone.utc).isoformat(), "versions": versions(), "hardware": hardware(),
             "git": git_state(), "process": {"host": socket.gethostname(), "pid": os.getpid()},
             "history": [], "error": None,
         }
