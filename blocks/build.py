@@ -12,9 +12,10 @@ from .model import HEADS, build_encoder, build_head, init_weights
 from .registry import ConfigError
 
 
-def build_model(*, head: Any = "linear", num_classes: int = 10, **kwargs: Any) -> nn.Module:
+def build_model(*, head: Any = "linear", num_classes: int = 10, init_scale: float = 1.0, **kwargs: Any) -> nn.Module:
     """The one model builder: `build_encoder` and a registered head, initialised for the
-    configured activation. Arguments `build_encoder` takes build the encoder (errors name
+    configured activation, its conv and linear weights multiplied by `init_scale`.
+    Arguments `build_encoder` takes build the encoder (errors name
     them `model.*`); the rest go to the head (`head.*`): a `Classifier` for `linear`, a
     `Segmenter` for the dense `decoder` head. Plain Python values only, so it works
     without Hydra:
@@ -34,5 +35,7 @@ def build_model(*, head: Any = "linear", num_classes: int = 10, **kwargs: Any) -
         head_module = build_head(head, encoder.out_channels, num_classes, encoder=encoder, **head_args)
     except ConfigError as e:
         raise e.with_prefix("head") from None
+    if isinstance(init_scale, bool) or not isinstance(init_scale, (int, float)) or not init_scale > 0:
+        raise ConfigError("model.init_scale", f"{init_scale!r} must be a number > 0 (1 = the default init)")
     act = encoder.unit_args["act"]
-    return init_weights(assemble(encoder, head_module), act, encoder.unit_args["act_args"])
+    return init_weights(assemble(encoder, head_module), act, encoder.unit_args["act_args"], init_scale)

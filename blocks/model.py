@@ -251,21 +251,26 @@ def build_head(name: str, in_channels: int, num_classes: int, **head_args: Any) 
     return call_with_accepted(HEADS.get(name, "name"), head_args, in_channels, num_classes)
 
 
-def init_weights(model: nn.Module, act: Any = "relu", act_args: dict[str, Any] | None = None) -> nn.Module:
+def init_weights(model: nn.Module, act: Any = "relu", act_args: dict[str, Any] | None = None,
+                 scale: float = 1.0) -> nn.Module:
     """torchvision's VGG/ResNet init: He-normal convs with the gain of the activation that
-    follows them (mmcv's ConvModule does the same), unit norms, small linear weights."""
+    follows them (mmcv's ConvModule does the same), unit norms, small linear weights.
+    `scale` multiplies every conv and linear weight afterwards: away from 1, the signal
+    grows or shrinks by about that factor per layer unless a norm rescales it (the
+    claim that BatchNorm lowers the sensitivity to initialisation)."""
     nonlinearity = ACTS.meta(act, "init", "relu")
     slope = (act_args or {}).get("negative_slope", 0.01) if nonlinearity == "leaky_relu" else 0
     for m in model.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
             nn.init.kaiming_normal_(m.weight, a=slope, mode="fan_out", nonlinearity=nonlinearity)
+            m.weight.data.mul_(scale)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm, nn.InstanceNorm2d)) and m.affine:
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
         elif isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, 0, 0.01)
+            nn.init.normal_(m.weight, 0, 0.01 * scale)
             nn.init.zeros_(m.bias)
     for m in model.modules():  # after the generic pass: upsamplers that start smooth (blocks.heads)
         if callable(getattr(m, "init_smooth", None)):

@@ -292,3 +292,21 @@ def test_init_follows_the_configured_activation(act: str, gain: float) -> None:
     conv = model.encoder[0][0].conv
     fan_out = conv.out_channels * conv.kernel_size[0] * conv.kernel_size[1]
     assert conv.weight.std().item() == pytest.approx(gain / fan_out ** 0.5, rel=0.03)
+
+
+@pytest.mark.parametrize("scale", [0.25, 4.0])
+def test_init_scale_multiplies_the_conv_and_linear_weights(scale: float) -> None:
+    torch.manual_seed(0)
+    base = build_model(widths=[8, 16])
+    torch.manual_seed(0)
+    scaled = build_model(widths=[8, 16], init_scale=scale)
+    for (name, a), (_, b) in zip(base.named_parameters(), scaled.named_parameters()):
+        expected = a * scale if name.endswith("weight") and a.ndim > 1 else a
+        assert torch.allclose(b, expected), name
+
+
+@pytest.mark.parametrize("value", [0, -1, True, "big"])
+def test_a_bad_init_scale_is_refused(value) -> None:
+    with pytest.raises(ConfigError) as err:
+        build_model(widths=[8, 16], init_scale=value)
+    assert err.value.key == "model.init_scale"
