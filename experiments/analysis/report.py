@@ -35,7 +35,7 @@ COSTS = {  # metrics.json key: column title
     "time/total_s": "time s", "memory/step_peak_mb": "step peak MB", "memory/peak_mb": "peak MB",
 }
 SCALE = {"model/flops": 1e-6}
-LOWER_IS_BETTER = ("loss", "time/", "memory/", "model/")
+LOWER_IS_BETTER = ("loss", "time/", "memory/", "model/", "epochs_to_")
 
 
 @dataclass

@@ -120,6 +120,14 @@ class RunRecord:
             except OSError as e:  # TensorBoard's writer thread reports a full disk here
                 raise write_error(self.run_dir, e) from e
 
+    def histograms(self, values: Mapping[str, Any], step: int) -> None:
+        if self.writer is not None:
+            try:
+                for tag, value in values.items():
+                    self.writer.add_histogram(tag, value, step)
+            except OSError as e:
+                raise write_error(self.run_dir, e) from e
+
     def epoch(self, row: dict[str, Any]) -> None:
         """One epoch's figures: into the history, TensorBoard and the metrics file."""
         self.metrics["history"].append(row)

@@ -1,14 +1,16 @@
 """Process setup for a run: seeds, device, threads, float handling, provenance."""
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import os
 import random
 import sys
 import time
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -97,6 +99,66 @@ def resolve_precision(name: str, device: torch.device) -> str:
                     "ran about 12x slower than fp32 on such a CPU (docs/benchmarks.md)")
     return name
 
+
+DETERMINISM = ("false", "true", "warn")
+NONDETERMINISTIC = " does not have a deterministic implementation"
+
+
+def parse_deterministic(mode: Any) -> bool | str:
+    """trainer.deterministic as True, False or 'warn'."""
+    if str(mode).lower() not in DETERMINISM:
+        raise ConfigError("trainer.deterministic", f"{mode!r} is not one of {', '.join(DETERMINISM)}: true = "
+                          "deterministic algorithms only, warn = warn on ops that have none, false = torch's default")
+    return {"false": False, "true": True, "warn": "warn"}[str(mode).lower()]
+
+
+@contextlib.contextmanager
+def deterministic(mode: Any, device: torch.device) -> Iterator[list[str]]:
+    """trainer.deterministic for the length of one run. true: torch uses deterministic
+    algorithms only, and an op that has none stops the run (`nondeterministic_op` names
+    it); warn: such ops run, and the list yielded collects their names; false: torch's
+    defaults (on a CPU nearly every kernel is deterministic anyway). cuBLAS needs its
+    workspace pinned before the first GEMM to be deterministic."""
+    mode = parse_deterministic(mode)
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+              torch.backends.cudnn.benchmark)
+    if mode and device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    ops: list[str] = []
+    # use_deterministic_algorithms imports torch._dynamo (seconds): only called when the
+    # setting changes, so that a default run's start-up split stays as it was.
+    change = before[:2] != (bool(mode), mode == "warn")
+    if change:
+        torch.use_deterministic_algorithms(bool(mode), warn_only=mode == "warn")
+    if mode:
+        torch.backends.cudnn.benchmark = False
+    try:
+        if mode != "warn":
+            yield ops
+            return
+        caught: list[warnings.WarningMessage] = []
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                yield ops
+        finally:  # outside catch_warnings, so that the warnings passed on are shown, not caught again
+            for w in caught:
+                op = nondeterministic_op(w.message)
+                if op is None:
+                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+                elif op not in ops:
+                    ops.append(op)
+    finally:
+        if change:
+            torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        torch.backends.cudnn.benchmark = before[2]
+
+
+def nondeterministic_op(error: BaseException | Warning | str) -> str | None:
+    """The op named by torch's 'X does not have a deterministic implementation' error or
+    warning, or None when it is another error."""
+    text = str(error)
+    return text.split(NONDETERMINISTIC, 1)[0].split()[-1].strip("'\"") if NONDETERMINISTIC in text else None
 
 # The CPU features that run bf16 natively. torch.ops.mkldnn._is_mkldnn_bf16_supported()
 # is not this test: it says whether oneDNN *accepts* bf16, which it does on any CPU with

@@ -5,6 +5,7 @@ is asked of the task (train/tasks.py); how a run survives its faults (checkpoint
 signals, full disks) is DESIGN §8."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
@@ -25,12 +26,13 @@ from ..runs.naming import swept_keys
 from ..runs.record import RunRecord
 from .choices import domains
 from .cost import activation_memory, count_cost
-from .env import (peak_memory_mb, reset_peak_memory, resolve_device, resolve_precision, rng_state,
-                  seconds_since_process_start, seed_everything, set_rng_state, setup_threads,
-                  torch_import_seconds)
+from .env import (deterministic, nondeterministic_op, parse_deterministic, peak_memory_mb, reset_peak_memory,
+                  resolve_device, resolve_precision, rng_state, seconds_since_process_start, seed_everything,
+                  set_rng_state, setup_threads, torch_import_seconds)
 from .loop import EpochState, StopAtStep, autocast, train_epoch
 from .model import example_input, make_model
 from .optim import build_optimizer, build_scheduler, check_optimizer, check_scheduler
+from .probes import BatchStatsProbe, batch_norms, bn_mode_gap
 from .progress import EpochProgress
 from .signals import StopRequest
 from .tasks import TASKS, Classification, hparam_metrics
@@ -60,7 +62,8 @@ def train(cfg: dict[str, Any], run_dir: Path, overrides: list[str], parallel_job
     record = RunRecord(run_dir, cfg, overrides, domains(), hparam_metrics(cfg["task"]["name"]),
                        resumed=checkpoint and {**checkpoint["record"], "history": checkpoint["history"],
                                                "step": checkpoint["step"]}, swept=swept_keys())
-    with StopRequest() as stop:
+    device = resolve_device(cfg["trainer"]["device"])
+    with StopRequest() as stop, deterministic(cfg["trainer"]["deterministic"], device) as nondeterministic:
         try:
             run = _set_up(cfg, record, parallel_jobs, _StartupClock(), checkpoint)
             _fit(run, stop)
@@ -75,9 +78,20 @@ def train(cfg: dict[str, Any], run_dir: Path, overrides: list[str], parallel_job
         except Diverged as e:
             _finish(record, "diverged", str(e))
             raise
+        except RuntimeError as e:
+            if (op := nondeterministic_op(e)) is None:
+                _finish(record, "failed", f"{type(e).__name__}: {e}")
+                raise
+            error = ConfigError("trainer.deterministic", f"{op} has no deterministic implementation on the "
+                                f"{device.type} (torch.use_deterministic_algorithms). Choose an option that avoids "
+                                "it, or run with trainer.deterministic=warn to run it anyway and record its name in "
+                                "metrics.json (nondeterministic_ops)")
+            _finish(record, "failed", str(error))
+            raise error from None
         except BaseException as e:
             _finish(record, "failed", f"{type(e).__name__}: {e}")
             raise
+    record.update({"nondeterministic_ops": nondeterministic})
     return record.finish("completed")
 
 
@@ -111,7 +125,23 @@ def check_config(cfg: dict[str, Any]) -> None:
                           "to compute batch statistics; use trainer.batch_size >= 2 or model.norm=group|none")
     check_optimizer(**cfg["optim"])
     check_scheduler(**cfg["sched"])
+    _check_probe_keys(cfg)
     _check_data_keys(cfg["data"])
+
+
+def _check_probe_keys(cfg: dict[str, Any]) -> None:
+    """trainer.deterministic and the measurements of experiments/train/probes.py."""
+    t, task = cfg["trainer"], cfg["task"]
+    parse_deterministic(t["deterministic"])
+    if not isinstance(t["bn_diagnostics"], bool):
+        raise ConfigError("trainer.bn_diagnostics", f"{t['bn_diagnostics']!r} must be true or false")
+    shift = task.get("shift_px", 0)
+    if not isinstance(shift, int) or isinstance(shift, bool) or not 0 <= shift <= 8:
+        raise ConfigError("task.shift_px", f"{shift!r} must be a whole number of pixels from 0 (off) to 8")
+    level = task["converge_at"]
+    if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level <= 1:
+        raise ConfigError("task.converge_at", f"{level!r} must be a fraction in (0, 1], e.g. 0.6 for "
+                          "val/epochs_to_60")
 
 
 def _check_data_keys(d: dict[str, Any]) -> None:
@@ -212,7 +242,7 @@ def _set_up(cfg: dict[str, Any], record: RunRecord, parallel_jobs: int, clock: _
     clock.import_dynamo()  # what the FLOP count (uncached) or else the first optimizer would import
     params, flops = count_cost(model, example_input(spec), cache_root(cfg["data"].get("cache_dir")))
     record.update({"model/params": params, "model/flops": flops, "device": str(device), "precision": precision,
-                   "threads": threads})
+                   "threads": threads, "deterministic": parse_deterministic(t["deterministic"])})
     log.info("model: %s params, %.1f MFLOPs per image; %s, %s, %d threads",
              f"{params:,}", flops / 1e6, device, precision, threads)
 
@@ -261,7 +291,9 @@ def _epoch(run: _Run, epoch: int, stop: StopRequest) -> dict[str, Any]:
     start = time.perf_counter() - (run.partial.seconds if run.partial else 0.0)
     if run.partial is None:
         run.epoch_lr = run.optimizer.param_groups[0]["lr"]
-    with EpochProgress(t["progress"], epoch, t["epochs"], len(train_batches) * t["batch_size"]) as bar:
+    probe = BatchStatsProbe(run.model) if t["bn_diagnostics"] else None
+    with EpochProgress(t["progress"], epoch, t["epochs"], len(train_batches) * t["batch_size"]) as bar, \
+            probe or contextlib.nullcontext():
         tr = train_epoch(run.step_model, train_batches, run.optimizer, run.scheduler, run.loss_fn, run.amp,
                          bar.hook, state=run.partial, should_stop=stop, first_loss=run.first_loss)
     run.last["train"] = tr
@@ -271,11 +303,37 @@ def _epoch(run: _Run, epoch: int, stop: StopRequest) -> dict[str, Any]:
         va = run.last["val"] = run.task.evaluate(run.step_model, val_batches, run.loss_fn, run.amp)
         run.best_val = {k: max(v, va[k]) for k, v in run.best_val.items()}
         row.update({f"val/{k}": v for k, v in va.items()})
+    if probe is not None:
+        row.update(_bn_diagnostics(run, probe, epoch))
     run.task.after_epoch(run.step_model, run.record, epoch)
     row["time/epoch_s"] = time.perf_counter() - start
     run.train_seconds += tr["seconds"]  # a resumed epoch's figures include its steps before the stop
     run.train_images += tr["images"]
     return row
+
+
+def _bn_diagnostics(run: _Run, probe: BatchStatsProbe, epoch: int) -> dict[str, float]:
+    """trainer.bn_diagnostics, after each epoch: each BatchNorm's running statistics
+    against the batch statistics of the epoch's last training batches (scalars, and
+    TensorBoard histograms), and the validation figures in train mode beside eval mode."""
+    values = probe.scalars()
+    run.record.histograms(probe.histograms(), epoch)
+    if run.batches[1] is not None and probe.layers:
+        values.update(bn_mode_gap(run.model, run.batches[1], run.loss_fn, run.amp, run.cfg["trainer"]["batch_size"],
+                                  "val"))
+    return values
+
+
+def _convergence(run: _Run) -> dict[str, float | None]:
+    """How fast the validation headline rose: `val/epochs_to_<pct>`, the first epoch at
+    which it reached task.converge_at (null when it never did), and `val/<headline>_auc`,
+    the area under its curve per epoch (its mean over the epochs)."""
+    name, level = run.task.headline.name, run.cfg["task"]["converge_at"]
+    curve = [(row["epoch"], row[f"val/{name}"]) for row in run.record.metrics["history"] if f"val/{name}" in row]
+    if not curve:
+        return {}
+    reached = next((epoch for epoch, value in curve if value >= level), None)
+    return {f"val/epochs_to_{round(100 * level)}": reached, f"val/{name}_auc": sum(v for _, v in curve) / len(curve)}
 
 
 def _stopped(run: _Run, stop: StopRequest, epoch: int, step: int) -> Stopped:
@@ -306,12 +364,21 @@ def _test(run: _Run) -> None:
              "time/epoch_max_over_first": max(epoch_times) / epoch_times[0],
              "memory/peak_mb": peak_memory_mb(next(run.model.parameters()).device)}
     final.update(_activation_memory(run))
+    final.update(run.task.test_probes(run.model, run.batches[2], run.amp))
+    final.update(_convergence(run))
+    if run.cfg["trainer"]["bn_diagnostics"] and batch_norms(run.model):
+        history = run.record.metrics["history"]
+        final.update({k: v for k, v in history[-1].items() if k.startswith("bn/")})
+        final.update(bn_mode_gap(run.model, run.batches[2], run.loss_fn, run.amp, run.cfg["trainer"]["batch_size"],
+                                 "test"))
     if va is not None:
         final.update({f"val/{k}": v for k, v in va.items()})
         final.update({f"val/{k}_best": v for k, v in run.best_val.items()})
     run.record.update(final)
     # TensorBoard gets the test figures too; those of the HParams table come with finish().
-    run.record.scalars({k: v for k, v in final.items() if k.startswith("test/") and k not in run.record.hparam_metrics},
+    once = ("test/", "bn/test_", "val/epochs_to_")  # figures of the whole run, not of an epoch
+    run.record.scalars({k: v for k, v in final.items() if (k.startswith(once) or k.endswith("_auc"))
+                        and k not in run.record.hparam_metrics and isinstance(v, (int, float))},
                        len(run.record.metrics["history"]))
     log.info("test %s  (loss %.3f, %d images)  %.0f img/s  in %s", run.task.describe(te), te["loss"],
              run.record.metrics["data/test_images"], final["train/images_per_s"], run.record.run_dir)

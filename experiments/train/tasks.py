@@ -23,6 +23,7 @@ from ..errors import ConfigError
 from ..runs.record import RunRecord
 from .loop import evaluate
 from .metrics import SegmentationMeter, median_frequency_weights, prediction_grid
+from .probes import shift_metrics
 
 TASKS: Registry = Registry("task")
 Loaders = tuple[TensorLoader, "TensorLoader | None", TensorLoader]
@@ -107,6 +108,12 @@ class Classification:
 
     def after_epoch(self, model: nn.Module, record: RunRecord, epoch: int) -> None:
         pass
+
+    def test_probes(self, model: nn.Module, batches: TensorLoader, amp: Callable[[], ContextManager]) -> dict[str, float]:
+        """Measurements beyond the test metrics: with task.shift_px = k > 0, accuracy under
+        shifts of 1..k pixels and the prediction consistency (train/probes.py)."""
+        px = self.cfg["task"].get("shift_px", 0)
+        return shift_metrics(model, batches, amp, px) if px else {}
 
     def describe(self, metrics: dict[str, float]) -> str:
         return f"acc {100 * metrics['acc']:.2f}%"
