@@ -65,6 +65,24 @@ def _show_rf(rf: tuple[int, int] | None) -> str:
     return str(rf[0]) if rf[0] == rf[1] else f"{rf[0]}x{rf[1]}"
 
 
+def norm_summary(model: torch.nn.Module) -> list[str]:
+    """Each BatchNorm's momentum, eps and whether it tracks running statistics: what
+    decides how its train and eval modes differ. Layers with the same settings share a line."""
+    groups: dict[str, list[str]] = {}
+    for name, m in model.named_modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            if m.track_running_stats:
+                update = ("a cumulative mean" if m.momentum is None else
+                          f"running = {1 - m.momentum:g} x running + {m.momentum:g} x batch")
+                mode = f"tracks running stats ({update}; eval mode normalises with them)"
+            else:
+                mode = "no running stats (eval mode uses each batch's statistics too)"
+            key = f"momentum {m.momentum}, eps {m.eps:g}, {'affine' if m.affine else 'no gamma/beta'}, {mode}"
+            groups.setdefault(key, []).append(name)
+    return [f"BatchNorm ({len(names)} layer{'s' * (len(names) > 1)}: "
+            f"{names[0] if len(names) == 1 else names[0] + ' ... ' + names[-1]}): {key}" for key, names in groups.items()]
+
+
 def print_model_summary(overrides: Sequence[str]) -> None:
     cfg = compose(overrides)
     model, spec = make_model(cfg)
@@ -86,6 +104,8 @@ def print_model_summary(overrides: Sequence[str]) -> None:
     if encoder_rf:
         console.print(f"receptive field of the encoder's output: {_show_rf(encoder_rf[-1])} px "
                       f"(theoretical; the input is {height}x{width})", highlight=False)
+    for line in norm_summary(model):
+        console.print(line, highlight=False)
     batch = cfg["trainer"]["batch_size"]
     memory = activation_memory(model, example_input(spec, batch), lambda out: out.float().mean())
     console.print(f"activation memory for a batch of {batch} (trainer.batch_size), fp32: "
