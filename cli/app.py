@@ -156,6 +156,25 @@ def compare(
                  goal=goal, plot=plot, out=out, wide=wide, baseline=baseline, effect=effect, power=power)
 
 
+@app.command()
+def claims(
+    sweeps: Path = typer.Argument(Path("outputs/multirun"), help="where the claim presets' sweeps are: the newest "
+                                  "sweep of each preset below it is read"),
+    out: Path = typer.Option(Path("docs/claims.md"), help="the report to write (markdown)"),
+    data_root: Optional[Path] = typer.Option(None, "--data-root", help="CIFAR-10 and CamVid for the claims "
+                                             "computed on real images; default $SAMPLER_DATA or data/"),
+) -> None:
+    """Judge the course notes' claims (pooling, BatchNorm, in-place ReLU, upsampling) from the
+    presets' sweeps and exact computations; write a report with verdicts and commands.
+
+      sampler train -m experiment=bn_convergence      (and the other presets it names)
+      sampler claims
+    """
+    from sampler.experiments.tools.claims import print_claims
+
+    _user_errors(print_claims, sweeps, out, data_root)
+
+
 def _user_errors(fn, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
     from omegaconf.errors import OmegaConfBaseException
     from hydra.errors import HydraException
