@@ -6,8 +6,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import stat
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable
 
 import torch
 from torch import Tensor
@@ -32,27 +33,38 @@ def cache_root(cache_dir: str | Path | None) -> Path:
 def source_key(kind: str, path: Path, entries: Iterable[Path]) -> str:
     """A fingerprint of the source: its resolved path and the name, size and mtime of every
     file in `entries` (folders are walked), so that any changed, added or removed file
-    (an image edited in place included) is read again. 60,000 files take about 0.2 s."""
+    (an image edited in place included) is read again. 60,000 files take about 0.2 s: a
+    stat each, which is most of it."""
     h = hashlib.sha1(f"{kind}:{path.resolve()}".encode())
     for p in sorted(entries):
-        for name, size, mtime in _files(p):
-            h.update(f"{name}:{size}:{mtime}\n".encode())
+        if p.is_dir():
+            lines: list[str] = []
+            _folder_lines(str(p), p.name + "/", lines)
+            h.update("".join(lines).encode())
+        else:
+            st = p.stat()
+            h.update(f"{p.name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
     return h.hexdigest()[:12]
 
 
-def _files(path: Path, prefix: str = "") -> Iterator[tuple[str, int, int]]:
-    if not path.is_dir():
-        st = path.stat()
-        yield prefix + path.name, st.st_size, st.st_mtime_ns
-        return
-    with os.scandir(path) as it:
-        entries = sorted(it, key=lambda e: e.name)
-    for entry in entries:
-        if entry.is_dir():
-            yield from _files(Path(entry.path), f"{prefix}{path.name}/")
-        else:
-            st = entry.stat()
-            yield f"{prefix}{path.name}/{entry.name}", st.st_size, st.st_mtime_ns
+def _folder_lines(folder: str, prefix: str, lines: list[str]) -> None:
+    """`name:size:mtime` lines of every file below `folder`, by name, named from `prefix`.
+    One stat per entry, relative to the open folder where the OS allows it, so that each
+    looks up one name rather than the whole path (a third less time on Linux)."""
+    fd = os.open(folder, os.O_RDONLY) if _STAT_DIR_FD else None
+    try:
+        for name in sorted(os.listdir(folder if fd is None else fd)):
+            st = os.stat(name, dir_fd=fd) if fd is not None else os.stat(os.path.join(folder, name))
+            if stat.S_ISDIR(st.st_mode):
+                _folder_lines(os.path.join(folder, name), f"{prefix}{name}/", lines)
+            else:
+                lines.append(f"{prefix}{name}:{st.st_size}:{st.st_mtime_ns}\n")
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+_STAT_DIR_FD = os.stat in os.supports_dir_fd and os.listdir in os.supports_fd
 
 
 def cached_tensors(cache_dir: str | Path | None, name: str, read: Callable[[], dict[str, Tensor]]) -> dict[str, Tensor]:
