@@ -27,13 +27,15 @@ def balanced_indices(labels: Tensor, per_class: int | None, generator: torch.Gen
     return torch.cat(chosen).sort().values, torch.cat(rest).sort().values
 
 
-def _choose(split: Split, n: int, num_classes: int | None, generator: torch.Generator) -> tuple[Split, Split]:
+def _choose(size: int, n: int, generator: torch.Generator, labels: Tensor | None = None,
+            num_classes: int | None = None) -> tuple[Tensor, Tensor]:
+    """Sorted indices of `n` of `size` items, and of the rest: class-balanced over `labels`
+    (one per item) when `num_classes` is given, uniform otherwise."""
     if num_classes:
-        chosen, rest = balanced_indices(split.labels, n // num_classes, generator)
-    else:
-        order = torch.randperm(len(split), generator=generator)
-        chosen, rest = order[:n].sort().values, order[n:].sort().values
-    return split.take(chosen), split.take(rest)
+        assert labels is not None
+        return balanced_indices(labels, n // num_classes, generator)
+    order = torch.randperm(size, generator=generator)
+    return order[:n].sort().values, order[n:].sort().values
 
 
 def _is_count(value: object) -> bool:
@@ -43,23 +45,30 @@ def _is_count(value: object) -> bool:
 def split_train(train: Split, val_size: int, subset: int | None, split_seed: int,
                 num_classes: int | None = None) -> tuple[Split, Split | None]:
     """Hold out `val_size` images for validation (0: none), then keep `subset` of the
-    rest for training (None: all); class-balanced when `num_classes` is given."""
+    rest for training (None: all); class-balanced when `num_classes` is given.
+
+    Indices are chosen first and the images copied once: the images a draw leaves out
+    (most of the training set with a small subset) are never copied."""
     g = torch.Generator().manual_seed(split_seed)
     step = num_classes or 1
-    val = None
+    val, keep = None, None  # keep: the indices of `train` still in the training split (None: all)
     if val_size:
         if not _is_count(val_size) or val_size % step or not 0 < val_size < len(train):
             whole = f"a multiple of the {num_classes} classes and " if num_classes else ""
             raise ConfigError("data.val_size", f"{val_size!r} must be {whole}smaller than the {len(train)} "
                               "training images (0 turns validation off)")
-        val, train = _choose(train, val_size, num_classes, g)
+        chosen, keep = _choose(len(train), val_size, g, train.labels, num_classes)
+        val = train.take(chosen)
     if subset is not None:
-        if not _is_count(subset) or not step <= subset <= len(train):
-            left = " left after the validation split" if val is not None else ""
-            raise ConfigError("data.subset", f"{subset!r} must be between {step} and the {len(train)} "
-                              f"training images{left} (null uses all)")
-        train, _ = _choose(train, subset, num_classes, g)
-    return train, val
+        left = len(train) if keep is None else len(keep)
+        if not _is_count(subset) or not step <= subset <= left:
+            after = " left after the validation split" if val is not None else ""
+            raise ConfigError("data.subset", f"{subset!r} must be between {step} and the {left} "
+                              f"training images{after} (null uses all)")
+        labels = None if not num_classes else train.labels if keep is None else train.labels[keep]
+        chosen, _ = _choose(left, subset, g, labels, num_classes)
+        keep = chosen if keep is None else keep[chosen]
+    return (train if keep is None else train.take(keep)), val
 
 
 def split_test(test: Split, test_size: int | None, split_seed: int, num_classes: int | None = None) -> Split:
@@ -72,11 +81,11 @@ def split_test(test: Split, test_size: int | None, split_seed: int, num_classes:
         whole = f"a multiple of the {num_classes} classes " if num_classes else ""
         raise ConfigError("data.test_size", f"{test_size!r} must be {whole}between {step} and the {len(test)} "
                           "test images (null uses all)")
-    chosen, _ = _choose(test, test_size, num_classes, torch.Generator().manual_seed(split_seed))
+    chosen, _ = _choose(len(test), test_size, torch.Generator().manual_seed(split_seed), test.labels, num_classes)
     if len(chosen) < test_size:
         raise ConfigError("data.test_size", f"{test_size} needs {test_size // step} test images of every class, "
                           f"but some class has fewer; at most {len(chosen)} fit (null uses all)")
-    return chosen
+    return test.take(chosen)
 
 
 def channel_stats(images: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
