@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.experimental.callback import Callback
 
 from ..errors import ConfigError
 from ..runs.atomic import write_text
-from ..runs.read import Run, find_runs
-from .formats import to_markdown
-from .report import build_report
+
+if TYPE_CHECKING:
+    from ..runs.read import Run
+
+# Hydra instantiates SweepSummary for every run, and the CLI imports this module for each
+# `sampler train`: what only the end of a sweep needs (reading runs, the comparison
+# report) is imported there, not at every start.
 
 log = logging.getLogger("sampler")
 
@@ -31,6 +35,8 @@ def summarize(sweep_dir: Path) -> None:
     launcher or sweeper stops one early (the CLI calls it then)."""
     from rich.console import Console
     from rich.markup import escape
+
+    from ..runs.read import find_runs
 
     runs = find_runs([sweep_dir], strict=False)
     # `running` is left only while the run's process lives (read_run calls a dead one
@@ -58,6 +64,9 @@ def summarize(sweep_dir: Path) -> None:
 
 def write_summary(sweep_dir: Path, runs: list[Run]) -> Path | None:
     """`summary.md` in the sweep dir: the comparison table, or why there is none."""
+    from .formats import to_markdown
+    from .report import build_report
+
     path = sweep_dir / "summary.md"
     try:
         text = to_markdown(build_report(runs))
