@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from .layers import MaxPool2d, sliding_window
 from .model import HEADS, Classifier, Encoder, PoolIndices, build_unit
 from .registry import ConfigError, Registry, call_with_accepted
+from .whiten import PatchWhitening
 
 UPSAMPLERS: Registry = Registry("upsample mode")
 HEAD_STYLES: Registry = Registry("head style")
@@ -177,6 +178,9 @@ def stage_factor(stage: nn.Module) -> int:
 def _check_encoder(encoder: Encoder, upsample: str) -> None:
     """Dense heads need size-keeping convs; unpool also needs every stage to shrink
     only in a max pool that sees the conv's output."""
+    if any(isinstance(m, PatchWhitening) for m in encoder.modules()):
+        raise ConfigError("name", "model.whiten's unpadded conv shrinks the map by kernel_size-1 pixels, and a "
+                          "dense head needs the size kept: set model.whiten=false for segmentation")
     for m in encoder.modules():
         if isinstance(m, nn.Conv2d) and _side(m.stride) == 1 and (
                 _side(m.kernel_size) % 2 == 0 or _side(m.padding) != _side(m.dilation) * (_side(m.kernel_size) - 1) // 2):

@@ -68,32 +68,46 @@ def no_pool(channels: int, **_: object) -> None:
     return None
 
 
+def _freeze_scale(norm: nn.Module, freeze_scale: bool) -> nn.Module:
+    """`norm_args.freeze_scale`: the gain stays 1 and only the bias learns (airbench's
+    BatchNorm): the conv before a norm is scale-invariant, so a learned gain adds little."""
+    if not isinstance(freeze_scale, bool):
+        raise ConfigError("norm_args.freeze_scale", f"{freeze_scale!r} must be true or false")
+    if freeze_scale:
+        if norm.weight is None:
+            raise ConfigError("norm_args.freeze_scale", "there is no scale to freeze with norm_args.affine=false; "
+                              "set norm_args.affine=true or norm_args.freeze_scale=false")
+        norm.weight.requires_grad_(False)
+    return norm
+
+
 @NORMS.register("batch", "BatchNorm2d: per-channel batch statistics, running mean/var")
 def batch_norm(channels: int, momentum: float = 0.1, eps: float = 1e-5, affine: bool = True,
-               track_running_stats: bool = True) -> nn.Module:
-    return nn.BatchNorm2d(channels, eps=eps, momentum=momentum, affine=affine,
-                          track_running_stats=track_running_stats)
+               track_running_stats: bool = True, freeze_scale: bool = False) -> nn.Module:
+    return _freeze_scale(nn.BatchNorm2d(channels, eps=eps, momentum=momentum, affine=affine,
+                                        track_running_stats=track_running_stats), freeze_scale)
 
 
 @NORMS.register("group", "GroupNorm with norm_args.num_groups groups")
-def group_norm(channels: int, num_groups: int = 8, eps: float = 1e-5, affine: bool = True) -> nn.Module:
+def group_norm(channels: int, num_groups: int = 8, eps: float = 1e-5, affine: bool = True,
+               freeze_scale: bool = False) -> nn.Module:
     if channels % num_groups:
         raise ConfigError("norm_args.num_groups",
                           f"{num_groups} groups do not divide {channels} channels; "
                           "pick a divisor of every stage width")
-    return nn.GroupNorm(num_groups, channels, eps=eps, affine=affine)
+    return _freeze_scale(nn.GroupNorm(num_groups, channels, eps=eps, affine=affine), freeze_scale)
 
 
 @NORMS.register("instance", "InstanceNorm2d: per-sample, per-channel statistics")
 def instance_norm(channels: int, momentum: float = 0.1, eps: float = 1e-5, affine: bool = True,
-                  track_running_stats: bool = False) -> nn.Module:
-    return nn.InstanceNorm2d(channels, eps=eps, momentum=momentum, affine=affine,
-                             track_running_stats=track_running_stats)
+                  track_running_stats: bool = False, freeze_scale: bool = False) -> nn.Module:
+    return _freeze_scale(nn.InstanceNorm2d(channels, eps=eps, momentum=momentum, affine=affine,
+                                           track_running_stats=track_running_stats), freeze_scale)
 
 
 @NORMS.register("layer", "LayerNorm over (C, H, W), as GroupNorm with one group")
-def layer_norm(channels: int, eps: float = 1e-5, affine: bool = True) -> nn.Module:
-    return nn.GroupNorm(1, channels, eps=eps, affine=affine)
+def layer_norm(channels: int, eps: float = 1e-5, affine: bool = True, freeze_scale: bool = False) -> nn.Module:
+    return _freeze_scale(nn.GroupNorm(1, channels, eps=eps, affine=affine), freeze_scale)
 
 
 @NORMS.register("none", "no normalisation")

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from .layers import ACTS, NORMS, POOLS, MaxPool2d
 from .registry import ConfigError, Registry, call_with_accepted
+from .whiten import PatchWhitening, whiten_args as check_whiten_args
 
 PARTS = ("conv", "norm", "act", "pool")
 HEADS: Registry = Registry("head")
@@ -203,11 +204,13 @@ def build_encoder(*, widths: Sequence[int] = (32, 64, 128, 256), convs_per_stage
                   norm_args: dict[str, Any] | None = None, act: str = "relu",
                   act_args: dict[str, Any] | None = None, pool: str = "max",
                   pool_args: dict[str, Any] | None = None, in_channels: int = 3,
-                  input_size: int | Sequence[int] = 32) -> Encoder:
+                  input_size: int | Sequence[int] = 32, whiten: bool = False,
+                  whiten_args: dict[str, Any] | None = None) -> Encoder:
     """Stages of conv units. The pool sits in the stage's `last` unit (VGG) or its
     `first` (airbench: the stage's later convs run on the pooled, 4x smaller map).
     An optional stem (a unit without pool, `stem_width` channels) runs before the
-    first stage, as in most fast CIFAR-10 nets."""
+    first stage, as in most fast CIFAR-10 nets. With `whiten`, a frozen patch-whitening
+    conv and the activation come first of all (airbench; blocks/whiten.py)."""
     order = check_order(order)
     if not isinstance(widths, (list, tuple)):
         raise ConfigError("widths", f"{widths!r} must be a list of channel counts, one per stage, "
@@ -229,10 +232,26 @@ def build_encoder(*, widths: Sequence[int] = (32, 64, 128, 256), convs_per_stage
     conv = _conv_args(conv_args)
     unit = dict(conv_args=conv, norm=norm, norm_args=dict(norm_args or {}), act=act,
                 act_args=dict(act_args or {}), pool=pool, pool_args=dict(pool_args or {}))
+    if not isinstance(whiten, bool):
+        raise ConfigError("whiten", f"{whiten!r} must be true or false")
+    white_args = check_whiten_args(in_channels, whiten_args)  # checked even when off: a typo still fails
+    white = white_args if whiten else None
+    if white:  # a kernel_size conv without padding: the map loses kernel_size - 1 pixels
+        shrink = white["kernel_size"] - 1
+        input_size = (input_size - shrink if isinstance(input_size, int)
+                      else [side - shrink for side in input_size])
     _check_size(input_size, widths, convs_per_stage, pool_at, conv, pool, unit["pool_args"], stem_width)
 
     stages: list[nn.Module] = []
     channels = in_channels
+    if white:
+        parts = OrderedDict(conv=PatchWhitening(channels, white["width"], white["kernel_size"], white["eps"],
+                                                white["bias"]))
+        activation = call_with_accepted(ACTS.get(act, "act"), unit["act_args"], white["width"])
+        if activation is not None:
+            parts["act"] = activation
+        stages.append(nn.Sequential(ConvUnit(parts, white["width"])))
+        channels = white["width"]
     if stem_width:
         stages.append(nn.Sequential(build_unit(channels, stem_width, order, with_pool=False, **unit)))
         channels = stem_width
@@ -242,7 +261,7 @@ def build_encoder(*, widths: Sequence[int] = (32, 64, 128, 256), convs_per_stage
                  for i in range(convs_per_stage)]
         stages.append(nn.Sequential(*units))
         channels = width
-    stage_channels = ([stem_width] if stem_width else []) + widths
+    stage_channels = ([white["width"]] if white else []) + ([stem_width] if stem_width else []) + widths
     return Encoder(stages, stage_channels, dict(order=order, **unit))
 
 

@@ -8,7 +8,24 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from sampler.blocks.registry import Registry
+
+from ..errors import ConfigError
 from .base import VOID, Split
+
+FLIPS: Registry = Registry("flip mode")
+for _name, _help in (("false", "no horizontal flip"), ("true", "each image mirrored at random, anew every epoch"),
+                     ("alternate", "airbench's alternating flip: a random half mirrored in epoch 1, then every "
+                                   "image mirrored in every other epoch (classification)")):
+    FLIPS.register(_name, _help)(lambda x: x)
+
+
+def flip_mode(flip: Any) -> str:
+    """`data.augment.flip` as its registered name (true, false, alternate), checked."""
+    name = str(flip).lower() if isinstance(flip, bool) else flip
+    if not isinstance(name, str) or name not in FLIPS:
+        raise ConfigError("data.augment.flip", f"{flip!r}; choose one of: {', '.join(FLIPS.names())}")
+    return name
 
 
 class TensorLoader:
@@ -17,16 +34,23 @@ class TensorLoader:
     Random crop (reflect-padded by `crop_padding` pixels) and horizontal flip run
     on uint8 before the float conversion, on the training device. The seeded
     `generator` fixes both the data order and the augmentation.
+
+    `flip="alternate"` (airbench): a random half of the images, drawn once, is mirrored
+    in even-numbered passes (from 0) and the other half in odd ones, so every image is
+    seen both ways in any two consecutive epochs. `epoch` counts the passes begun; a
+    resumed run sets it to the epochs already done.
     """
 
     def __init__(self, split: Split, batch_size: int, mean: tuple[float, ...], std: tuple[float, ...],
                  device: torch.device, *, shuffle: bool = False, crop_padding: int = 0,
-                 flip: bool = False, drop_last: bool = False, channels_last: bool = False,
+                 flip: bool | str = False, drop_last: bool = False, channels_last: bool = False,
                  generator: torch.Generator | None = None):
         self.images = split.images.to(device)
         self.labels = split.labels.to(device)
         self.batch_size = batch_size
-        self.shuffle, self.crop_padding, self.flip = shuffle, crop_padding, flip
+        self.shuffle, self.crop_padding = shuffle, crop_padding
+        mode = flip_mode(flip)
+        self.flip = mode == "true"  # the random flip of `augment`
         self.drop_last = drop_last
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.generator = generator or torch.Generator()
@@ -34,6 +58,9 @@ class TensorLoader:
         shape = (1, -1, 1, 1)
         self.mean = torch.tensor(mean, device=device).view(shape) * 255
         self.std = torch.tensor(std, device=device).view(shape) * 255
+        self.epoch = 0
+        # alternate: the images mirrored in even passes, drawn once
+        self.mirrored = self._rand(len(self.labels), high=2).bool() if mode == "alternate" else None
 
     def __len__(self) -> int:
         n = len(self.labels)
@@ -43,14 +70,25 @@ class TensorLoader:
         n = len(self.labels)
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
         order = order.to(self.device)
+        odd = self.epoch % 2 == 1
+        self.epoch += 1
         for i in range(len(self)):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
             x, y = self.augment(self.images[idx], self.labels[idx])
+            if self.mirrored is not None:
+                x = torch.where((self.mirrored[idx] ^ odd).view(-1, 1, 1, 1), x.flip(3), x)
             x = (x.float() - self.mean) / self.std
             yield x.contiguous(memory_format=self.memory_format), y
 
+    def sample(self, n: int) -> Tensor:
+        """Up to `n` images spread evenly over the split, normalised but not augmented
+        (what `model.whiten` is fitted to; drawing no random numbers)."""
+        index = torch.linspace(0, len(self.labels) - 1, min(n, len(self.labels)), device=self.device).long()
+        return ((self.images[index].float() - self.mean) / self.std).contiguous(memory_format=self.memory_format)
+
     def augment(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        """One batch's images and labels as the model sees them, before normalisation."""
+        """One batch's images and labels as the model sees them, before normalisation
+        (the alternating flip, which needs the images' indices, comes after it)."""
         if self.crop_padding:
             x = self._random_crop(x)
         if self.flip:
@@ -84,6 +122,9 @@ class SegmentationLoader(TensorLoader):
     def __init__(self, split: Split, batch_size: int, mean: tuple[float, ...], std: tuple[float, ...],
                  device: torch.device, *, crop: Sequence[int] | None = None, scale: Sequence[float] = (1.0, 1.0),
                  flip: bool = False, **kwargs: Any):
+        if flip_mode(flip) == "alternate":
+            raise ConfigError("data.augment.flip", "alternate is for classification; a segmentation run "
+                              "takes true or false")
         super().__init__(split, batch_size, mean, std, device, flip=flip, **kwargs)
         self.crop = tuple(crop) if crop is not None else tuple(split.images.shape[-2:])
         self.scale = (float(scale[0]), float(scale[1]))

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from sampler.blocks.registry import call_with_accepted
+from sampler.blocks.whiten import fit_whitening
 
 from ..data import DATASETS, DataSpec, TensorLoader, cache_root
 from ..errors import ConfigError, Diverged, Stopped, WriteError
@@ -253,6 +254,7 @@ def _set_up(cfg: dict[str, Any], record: RunRecord, parallel_jobs: int, clock: _
     memory_format = torch.channels_last if t["channels_last"] else torch.contiguous_format
     model = model.to(device, memory_format=memory_format)
     batches = task.loaders(data, device, generator)
+    fit_whitening(model, batches[0].sample)  # model.whiten: its filters from the training images' patches
     steps = len(batches[0])
     optimizer = build_optimizer(model, **cfg["optim"])
     scheduler = build_scheduler(optimizer, t["epochs"] * steps, steps, **cfg["sched"])
