@@ -9,9 +9,12 @@ from rich.console import Console
 from rich.table import Table
 
 from sampler.blocks.layers import sliding_window
+from sampler.blocks.whiten import FIT_IMAGES, PatchWhitening
 
 from ..train.cost import activation_memory
+from ..train.loop import TTA, tta_mode
 from ..train.model import example_input, make_model
+from ..train.optim import build_optimizer
 from .config import compose
 
 
@@ -65,6 +68,35 @@ def _show_rf(rf: tuple[int, int] | None) -> str:
     return str(rf[0]) if rf[0] == rf[1] else f"{rf[0]}x{rf[1]}"
 
 
+def training_recipe(cfg: dict[str, Any], model: torch.nn.Module) -> list[str]:
+    """What training does beyond the layers (airbench's ingredients among them): frozen
+    weights, the torch lr and weight decay per parameter group, the schedule, lookahead
+    averaging, the flip and test-time augmentation."""
+    lines = []
+    frozen = [(name, p) for name, p in model.named_parameters() if not p.requires_grad]
+    if frozen:
+        owners = {name: model.get_submodule(name.rsplit(".", 1)[0]) for name, _ in frozen}
+        whiten = [n for n, m in owners.items() if isinstance(m, PatchWhitening)]
+        scales = [n for n in owners if n not in whiten]
+        parts = [f"{n} (patch whitening, fitted to {FIT_IMAGES:,} training images when training starts)"
+                 for n in whiten]
+        parts += [f"{len(scales)} norm scales fixed at 1 (model.norm_args.freeze_scale)"] if scales else []
+        lines.append(f"frozen: {sum(p.numel() for _, p in frozen):,} params: " + "; ".join(parts))
+    t, o, s = cfg["trainer"], cfg["optim"], cfg["sched"]
+    groups = build_optimizer(model, **o, batch_size=t["batch_size"]).param_groups
+    shown = ", ".join(f"{g['lr']:.4g} (wd {g['weight_decay']:.3g})" for g in groups if g["params"])
+    units = " from lr and weight_decay per 1024 images (optim.decoupled)" if o.get("decoupled") else ""
+    lines.append(f"optim: {o['name']}, torch lr per group (weights, biases, norms): {shown}{units}")
+    lines.append("sched: " + ", ".join(f"{k}={v}" for k, v in s.items()) + " (a multiplier of the lr per step)")
+    lines.append(f"lookahead: ema {t['ema']} per step, synced every {t['ema_every']} steps and at each epoch's end"
+                 if t["ema"] else "lookahead: off (trainer.ema=0)")
+    augment = cfg["data"].get("augment") or {}
+    lines.append("augment: " + ", ".join(f"{k}={v}" for k, v in augment.items()))
+    mode = tta_mode(t["tta"])
+    lines.append(f"tta: {mode}: {TTA.describe(mode)}")
+    return lines
+
+
 def norm_summary(model: torch.nn.Module) -> list[str]:
     """Each BatchNorm's momentum, eps and whether it tracks running statistics: what
     decides how its train and eval modes differ. Layers with the same settings share a line."""
@@ -112,3 +144,5 @@ def print_model_summary(overrides: Sequence[str]) -> None:
                   f"{memory['saved'] / 2**20:.2f} MB saved for backward, "
                   f"{memory['train_peak'] / 2**20:.2f} MB at the training step's peak, "
                   f"{memory['inference_peak'] / 2**20:.2f} MB at the no_grad forward's peak", highlight=False)
+    for line in training_recipe(cfg, model):
+        console.print(line, highlight=False)

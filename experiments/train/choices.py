@@ -6,7 +6,9 @@ from __future__ import annotations
 from sampler.blocks import ACTS, HEAD_STYLES, HEADS, NORMS, POOLS, UPSAMPLERS, Registry
 
 from ..data import DATASETS
+from ..data.loaders import FLIPS
 from .env import DEVICES, PRECISIONS
+from .loop import TTA
 from .optim import OPTIMIZERS, SCHEDULES
 from .tasks import TASKS
 
@@ -14,8 +16,8 @@ CHOICES: dict[str, Registry] = {
     "model.pool": POOLS, "model.norm": NORMS, "model.act": ACTS,
     "head.name": HEADS, "head.style": HEAD_STYLES, "head.upsample": UPSAMPLERS,
     "optim.name": OPTIMIZERS, "sched.name": SCHEDULES,
-    "data.name": DATASETS, "task.name": TASKS,
-    "trainer.device": DEVICES, "trainer.precision": PRECISIONS,
+    "data.name": DATASETS, "data.augment.flip": FLIPS, "task.name": TASKS,
+    "trainer.device": DEVICES, "trainer.precision": PRECISIONS, "trainer.tta": TTA,
 }
 
 

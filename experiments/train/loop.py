@@ -5,12 +5,15 @@ import contextlib
 import math
 import time
 from dataclasses import dataclass
-from typing import Callable, ContextManager, Iterable
+from typing import Any, Callable, ContextManager, Iterable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import Diverged
+from sampler.blocks.registry import Registry
+
+from ..errors import ConfigError, Diverged
 
 StepHook = Callable[[int, Tensor, Tensor], None]  # (images so far, loss sum, correct sum)
 BatchHook = Callable[[Tensor, Tensor], None]  # (predicted labels, targets) of one evaluation batch
@@ -108,22 +111,59 @@ def train_epoch(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], opti
             "seconds": time.perf_counter() - start}
 
 
+# Test-time augmentation (`trainer.tta`): each entry maps (model, images) to the logits
+# averaged over its views; dense outputs are moved back to the original image's pixels.
+TTA: Registry = Registry("test-time augmentation")
+
+
+@TTA.register("false", "one view: the image as it is")
+def no_tta(model: nn.Module, x: Tensor) -> Tensor:
+    return model(x)
+
+
+@TTA.register("flip", "two views: the mean of the image's and its mirror image's logits (airbench level 1)")
+def flip_tta(model: nn.Module, x: Tensor) -> Tensor:
+    mirrored = model(x.flip(3))
+    return (model(x) + (mirrored.flip(3) if mirrored.ndim == 4 else mirrored)) / 2
+
+
+TTA.register("true", "the same as flip")(flip_tta)
+
+
+@TTA.register("flip_translate", "six views: flip, and flip of the image moved 1 px down-right and 1 px "
+                                "up-left (reflect padding), weighted 1/2, 1/4, 1/4 (airbench level 2)")
+def flip_translate_tta(model: nn.Module, x: Tensor) -> Tensor:
+    h, w = x.shape[-2:]
+    padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+    down, up = flip_tta(model, padded[..., :h, :w]), flip_tta(model, padded[..., 2:, 2:])
+    if down.ndim == 4:  # per-pixel logits: put each view's pixels back where the image has them
+        down = F.pad(down[..., 1:, 1:], (0, 1, 0, 1), mode="replicate")
+        up = F.pad(up[..., :-1, :-1], (1, 0, 1, 0), mode="replicate")
+    return flip_tta(model, x) / 2 + (down + up) / 4
+
+
+def tta_mode(tta: Any) -> str:
+    """`trainer.tta` as its registered name (false, true, flip, flip_translate), checked."""
+    name = str(tta).lower() if isinstance(tta, bool) else tta
+    if not isinstance(name, str) or name not in TTA:
+        raise ConfigError("trainer.tta", f"{tta!r}; choose one of: {', '.join(TTA.names())}")
+    return name
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], loss_fn: nn.Module,
-             amp: Callable[[], ContextManager], tta: bool = False,
+             amp: Callable[[], ContextManager], tta: bool | str = False,
              on_batch: BatchHook | None = None) -> dict[str, float]:
-    """Mean loss and accuracy over the targets the loss does not ignore; with `tta`,
-    logits are averaged with the mirrored image's (mirrored back for dense outputs).
-    `on_batch` sees every batch's predicted labels and targets, for task-specific metrics."""
+    """Mean loss and accuracy over the targets the loss does not ignore; `tta` names the
+    views whose logits are averaged (`TTA`; true = flip). `on_batch` sees every batch's
+    predicted labels and targets, for task-specific metrics."""
     model.eval()
+    views = TTA.get(tta_mode(tta), "trainer.tta")
     ignore = getattr(loss_fn, "ignore_index", -100)
     loss_sum, correct, counted, seen = 0.0, 0, 0, 0
     for x, y in batches:
         with amp():
-            out = model(x)
-            if tta:
-                mirrored = model(x.flip(3))
-                out = (out + (mirrored.flip(3) if mirrored.ndim == 4 else mirrored)) / 2
+            out = views(model, x)
         out = out.float()
         loss_sum += float(loss_fn(out, y)) * len(y)
         pred = out.argmax(1)

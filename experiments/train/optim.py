@@ -1,7 +1,12 @@
-"""Optimizers and learning-rate schedules, by registry name (DESIGN §3).
+"""Optimizers, learning-rate schedules and lookahead weight averaging (DESIGN §3).
 
 Every schedule is a per-step multiplier of `optim.lr`: a linear warmup over
-`sched.warmup_epochs`, then the named shape over the remaining steps.
+`sched.warmup_epochs`, then the named shape over the remaining steps. airbench's
+warmup-then-linear-decay is `onecycle` (pct_start 0.23, initial 0.2, final 0.07).
+
+`optim.decoupled` (SGD) takes airbench's units: `lr` and `weight_decay` per 1024
+images, so a change of batch size or momentum keeps the step per image and the decay
+per image (see `sgd`).
 """
 from __future__ import annotations
 
@@ -9,7 +14,8 @@ import math
 from typing import Any, Callable
 
 import torch
-from torch import nn
+from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel
 
 from sampler.blocks.registry import Registry, accepted, call_with_accepted
 
@@ -19,39 +25,79 @@ OPTIMIZERS: Registry = Registry("optimizer")
 SCHEDULES: Registry = Registry("schedule")
 
 
-def _param_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: bool) -> list[dict[str, Any]]:
+NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)  # BatchNorm, InstanceNorm, ...
+
+
+def _param_groups(model: nn.Module, lr: float, weight_decay: float, decay_norm_and_bias: bool,
+                  norm_lr_scale: float) -> list[dict[str, Any]]:
     """Weight decay on conv/linear weights only, unless asked otherwise: decaying
-    norm gains and biases only fights BatchNorm's scale invariance."""
-    decay, no_decay = [], []
+    norm gains and biases only fights BatchNorm's scale invariance. Norm gains and
+    biases train at `norm_lr_scale` times the lr (airbench: 64); frozen weights (a
+    whitening conv, frozen norm scales) are left out."""
+    in_norms = {id(p) for m in model.modules() if isinstance(m, NORM_LAYERS) for p in m.parameters(recurse=False)}
+    weights, norms, biases = [], [], []
     for p in model.parameters():
         if p.requires_grad:
-            (decay if p.ndim > 1 or decay_norm_and_bias else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            (norms if id(p) in in_norms else weights if p.ndim > 1 else biases).append(p)
+    other_decay = weight_decay if decay_norm_and_bias else 0.0
+    return [{"params": weights, "lr": lr, "weight_decay": weight_decay},
+            {"params": biases, "lr": lr, "weight_decay": other_decay},
+            {"params": norms, "lr": lr * norm_lr_scale, "weight_decay": other_decay}]
 
 
-@OPTIMIZERS.register("sgd", "SGD with momentum / nesterov / weight decay")
+@OPTIMIZERS.register("sgd", "SGD with momentum / nesterov / weight decay; decoupled: airbench's units")
 def sgd(model: nn.Module, lr: float, momentum: float = 0.9, nesterov: bool = True,
-        weight_decay: float = 5e-4, decay_norm_and_bias: bool = False) -> torch.optim.Optimizer:
+        weight_decay: float = 5e-4, decay_norm_and_bias: bool = False, norm_lr_scale: float = 1.0,
+        decoupled: bool = False, batch_size: int | None = None) -> torch.optim.Optimizer:
+    """With `decoupled`, airbench's parametrisation: `lr` is the step per 1024 images with
+    momentum's gain 1 + 1/(1 - momentum) taken out, so the torch lr is
+    lr * batch_size / (1024 * (1 + 1/(1 - momentum))) for the mean loss; `weight_decay`
+    is the fraction of a weight decayed per 1024 images (times the same gain and the
+    schedule), whatever the lr, and norm_lr_scale does not change it."""
     if nesterov and momentum <= 0:
         raise ConfigError("optim.nesterov", "nesterov needs optim.momentum > 0; set optim.nesterov=false")
-    return torch.optim.SGD(_param_groups(model, weight_decay, decay_norm_and_bias), lr=lr,
-                           momentum=momentum, nesterov=nesterov)
+    if not decoupled:
+        return torch.optim.SGD(_param_groups(model, lr, weight_decay, decay_norm_and_bias, norm_lr_scale),
+                               lr=lr, momentum=momentum, nesterov=nesterov)
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError("optim.decoupled", "needs the batch size (trainer.batch_size) to scale the lr")
+    step = lr * batch_size / (1024 * (1 + 1 / (1 - momentum)))
+    groups = _param_groups(model, step, weight_decay / lr, decay_norm_and_bias, norm_lr_scale)
+    for group in groups:  # torch decays by lr * weight_decay per step: keep that product per image
+        group["weight_decay"] *= step / group["lr"]
+    return torch.optim.SGD(groups, lr=step, momentum=momentum, nesterov=nesterov)
 
 
 @OPTIMIZERS.register("adamw", "AdamW (decoupled weight decay)")
 def adamw(model: nn.Module, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-          weight_decay: float = 0.05, decay_norm_and_bias: bool = False) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(_param_groups(model, weight_decay, decay_norm_and_bias), lr=lr,
+          weight_decay: float = 0.05, decay_norm_and_bias: bool = False,
+          norm_lr_scale: float = 1.0) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(_param_groups(model, lr, weight_decay, decay_norm_and_bias, norm_lr_scale), lr=lr,
                              betas=tuple(betas), eps=eps)
 
 
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def check_optimizer(name: str, **kwargs: Any) -> None:
-    """`optim.*` as a whole, before any data is read: the name, the lr, no unknown key."""
+    """`optim.*` as a whole, before any data is read: the name, the lr, no unknown key.
+    The batch size comes from trainer.batch_size, never from optim."""
     OPTIMIZERS.get(name, "optim.name")
-    OPTIMIZERS.check_args(kwargs, "optim")
+    OPTIMIZERS.check_args(kwargs, "optim", ignore=("batch_size",))
     lr = kwargs.get("lr")
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < float("inf"):
+    if not _is_number(lr) or lr <= 0:
         raise ConfigError("optim.lr", f"{lr!r} must be a positive number")
+    scale = kwargs.get("norm_lr_scale", 1.0)
+    if not _is_number(scale) or scale <= 0:
+        raise ConfigError("optim.norm_lr_scale", f"{scale!r} must be a positive number (1 = the lr; airbench: 64)")
+    decoupled = kwargs.get("decoupled", False)
+    if not isinstance(decoupled, bool):
+        raise ConfigError("optim.decoupled", f"{decoupled!r} must be true (lr and weight_decay per 1024 images, "
+                          "airbench) or false (torch's lr and weight_decay)")
+    momentum = kwargs.get("momentum", 0.9)
+    if decoupled and (not _is_number(momentum) or not 0 <= momentum < 1):
+        raise ConfigError("optim.momentum", f"{momentum!r} must be in [0, 1) with optim.decoupled=true")
 
 
 def check_scheduler(name: str, warmup_epochs: Any = 0.0, **kwargs: Any) -> None:
@@ -62,9 +108,11 @@ def check_scheduler(name: str, warmup_epochs: Any = 0.0, **kwargs: Any) -> None:
         raise ConfigError("sched.warmup_epochs", f"{warmup_epochs!r} must be a number >= 0")
 
 
-def build_optimizer(model: nn.Module, name: str, **kwargs: Any) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, name: str, batch_size: int | None = None,
+                    **kwargs: Any) -> torch.optim.Optimizer:
+    """`optim.*` built for `model`; `batch_size` (trainer.batch_size) scales a decoupled lr."""
     check_optimizer(name, **kwargs)
-    return call_with_accepted(OPTIMIZERS.get(name, "optim.name"), kwargs, model)
+    return call_with_accepted(OPTIMIZERS.get(name, "optim.name"), {**kwargs, "batch_size": batch_size}, model)
 
 
 # A schedule maps progress t in [0, 1] (after warmup) to a multiplier of the peak lr.
@@ -105,3 +153,74 @@ def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, steps_pe
         return shape(min(t, 1.0), **shape_args)
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+# ---------------------------------------------------------------- lookahead (trainer.ema)
+
+class Lookahead:
+    """airbench's lookahead (from hlb-cifar10): every `every` steps, and at the end of
+    every epoch, an exponential moving average of the weights and BatchNorm statistics
+    (torch's `AveragedModel`) moves toward the trained ones, and the trained ones are set
+    to it. So every evaluation, and the final model, sees averaged weights.
+
+    `decay` is per step: after k steps the average keeps decay**k of itself, ramped by
+    progress**3 (nothing kept early on, decay**k at the end), as airbench does."""
+
+    def __init__(self, model: nn.Module, decay: float, every: int, steps_per_epoch: int, total_steps: int):
+        self.model, self.decay, self.every = model, decay, every
+        self.steps_per_epoch, self.total_steps = steps_per_epoch, total_steps
+        self.step = self.synced = 0
+        self.kept = 0.0  # the fraction of the average kept by the update under way
+        self.averaged = AveragedModel(model, multi_avg_fn=self._lerp, use_buffers=True)
+
+    def attach(self, optimizer: torch.optim.Optimizer) -> "Lookahead":
+        optimizer.register_step_post_hook(lambda *_: self.after_step())
+        return self
+
+    def after_step(self) -> None:
+        self.step += 1
+        if self.step % self.every == 0 or self.step % self.steps_per_epoch == 0 or self.step >= self.total_steps:
+            self.sync()
+
+    @torch.no_grad()
+    def sync(self) -> None:
+        self.kept = self.decay ** (self.step - self.synced) * min(1.0, self.step / self.total_steps) ** 3
+        self.synced = self.step
+        self.averaged.update_parameters(self.model)
+        for mine, averaged in zip(self._tensors(self.model), self._tensors(self.averaged.module)):
+            mine.copy_(averaged)
+
+    @staticmethod
+    def _tensors(model: nn.Module) -> list[Tensor]:
+        return [t.detach() for t in (*model.parameters(), *model.buffers())]
+
+    def _lerp(self, averaged: list[Tensor], current: list[Tensor], _: Tensor) -> None:
+        if averaged[0].is_floating_point():
+            torch._foreach_lerp_(averaged, current, 1 - self.kept)
+        else:  # BatchNorm's batch counters
+            for a, c in zip(averaged, current):
+                a.copy_(c)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "synced": self.synced, "averaged": self.averaged.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step, self.synced = state["step"], state["synced"]
+        self.averaged.load_state_dict(state["averaged"])
+
+
+def check_lookahead(ema: Any, every: Any) -> None:
+    """`trainer.ema` and `trainer.ema_every`, before any data is read."""
+    if not _is_number(ema) or not 0 <= ema < 1:
+        raise ConfigError("trainer.ema", f"{ema!r} must be a decay per step in [0, 1): 0 = off, airbench 0.95")
+    if not isinstance(every, int) or isinstance(every, bool) or every < 1:
+        raise ConfigError("trainer.ema_every", f"{every!r} must be a whole number of steps >= 1 (airbench: 5)")
+
+
+def build_lookahead(model: nn.Module, optimizer: torch.optim.Optimizer, steps_per_epoch: int, total_steps: int,
+                    ema: float = 0.0, every: int = 5) -> Lookahead | None:
+    """The lookahead `trainer.ema` asks for, attached to `optimizer`; None when it is 0."""
+    check_lookahead(ema, every)
+    if not ema:
+        return None
+    return Lookahead(model, ema, every, steps_per_epoch, total_steps).attach(optimizer)

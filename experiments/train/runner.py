@@ -20,6 +20,7 @@ from sampler.blocks.registry import call_with_accepted
 from sampler.blocks.whiten import fit_whitening
 
 from ..data import DATASETS, DataSpec, TensorLoader, cache_root
+from ..data.loaders import flip_mode
 from ..errors import ConfigError, Diverged, Stopped, WriteError
 from ..runs.atomic import save_torch
 from ..runs.hparams import NOT_HPARAMS, flatten
@@ -30,9 +31,10 @@ from .cost import activation_memory, count_cost
 from .env import (deterministic, nondeterministic_op, parse_deterministic, peak_memory_mb, reset_peak_memory,
                   resolve_device, resolve_precision, rng_state, seconds_since_process_start, seed_everything,
                   set_rng_state, setup_threads, torch_import_seconds)
-from .loop import EpochState, StopAtStep, autocast, train_epoch
+from .loop import EpochState, StopAtStep, autocast, train_epoch, tta_mode
 from .model import example_input, make_model
-from .optim import build_optimizer, build_scheduler, check_optimizer, check_scheduler
+from .optim import (Lookahead, build_lookahead, build_optimizer, build_scheduler, check_lookahead, check_optimizer,
+                    check_scheduler)
 from .probes import BatchStatsProbe, batch_norms, bn_mode_gap
 from .progress import EpochProgress
 from .signals import StopRequest
@@ -127,6 +129,8 @@ def check_config(cfg: dict[str, Any]) -> None:
     check_optimizer(**cfg["optim"])
     check_scheduler(**cfg["sched"])
     _check_probe_keys(cfg)
+    tta_mode(t["tta"])
+    check_lookahead(t["ema"], t["ema_every"])
     _check_data_keys(cfg["data"])
 
 
@@ -153,8 +157,8 @@ def _check_data_keys(d: dict[str, Any]) -> None:
             raise ConfigError(f"data.{key}", f"{value!r} must be a whole number >= 0"
                               + ("" if key in ("val_size", "split_seed") else " of images (null: all)"))
     augment = d.get("augment") or {}
-    if "flip" in augment and not isinstance(augment["flip"], bool):
-        raise ConfigError("data.augment.flip", f"{augment['flip']!r} must be true or false")
+    if "flip" in augment:
+        flip_mode(augment["flip"])
     padding = augment.get("crop_padding")
     if padding is not None and (not isinstance(padding, int) or isinstance(padding, bool) or padding < 0):
         raise ConfigError("data.augment.crop_padding", f"{padding!r} must be a whole number of pixels >= 0")
@@ -221,6 +225,7 @@ class _Run:
     partial: EpochState | None = None  # the epoch a signal stopped, resumed from its step
     epoch_start_generator: torch.Tensor | None = None  # the generator as that epoch began
     epoch_lr: float = 0.0  # the lr that epoch began with (its history row shows it)
+    lookahead: Lookahead | None = None  # trainer.ema: the averaged weights
     best_val: dict[str, float] = field(default_factory=dict)
     train_seconds: float = 0.0
     train_images: int = 0
@@ -256,11 +261,12 @@ def _set_up(cfg: dict[str, Any], record: RunRecord, parallel_jobs: int, clock: _
     batches = task.loaders(data, device, generator)
     fit_whitening(model, batches[0].sample)  # model.whiten: its filters from the training images' patches
     steps = len(batches[0])
-    optimizer = build_optimizer(model, **cfg["optim"])
+    optimizer = build_optimizer(model, **cfg["optim"], batch_size=t["batch_size"])
     scheduler = build_scheduler(optimizer, t["epochs"] * steps, steps, **cfg["sched"])
     run = _Run(cfg, record, task, spec, model, torch.compile(model) if t["compile"] else model, optimizer,
                scheduler, task.loss(data, device), autocast(device, precision), batches, generator,
-               best_val={"acc": 0.0, task.headline.name: 0.0})
+               best_val={"acc": 0.0, task.headline.name: 0.0},
+               lookahead=build_lookahead(model, optimizer, steps, t["epochs"] * steps, t["ema"], t["ema_every"]))
     if checkpoint is not None:
         _restore(run, checkpoint)
     record.update(clock.parts())
@@ -408,6 +414,7 @@ def _save_checkpoint(run: _Run, partial: EpochState | None = None) -> None:
         "partial": asdict(partial) if partial else None, "epoch_lr": run.epoch_lr,
         "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
         "scheduler": run.scheduler.state_dict(), "rng": rng_state(run.generator),
+        "lookahead": run.lookahead.state_dict() if run.lookahead else None,
         "epoch_start_generator": run.epoch_start_generator, "best_val": run.best_val,
         "train_seconds": run.train_seconds, "train_images": run.train_images, "first_loss": run.first_loss,
         "last": run.last, "history": run.record.metrics["history"],
@@ -445,6 +452,9 @@ def _restore(run: _Run, checkpoint: dict[str, Any]) -> None:
     run.model.load_state_dict(checkpoint["model"])
     run.optimizer.load_state_dict(checkpoint["optimizer"])
     run.scheduler.load_state_dict(checkpoint["scheduler"])
+    if run.lookahead is not None:
+        run.lookahead.load_state_dict(checkpoint["lookahead"])
+    run.batches[0].epoch = checkpoint["epoch"]  # the alternating flip goes on from the right parity
     run.epochs_done = checkpoint["epoch"]
     run.best_val, run.first_loss = dict(checkpoint["best_val"]), list(checkpoint["first_loss"])
     run.train_seconds, run.train_images = checkpoint["train_seconds"], checkpoint["train_images"]
