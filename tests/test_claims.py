@@ -141,3 +141,14 @@ def test_the_upsampling_row_names_each_part_and_reads_the_miou_sweep(tmp_path: P
     assert "better than nearest" in r.measured and "bicubic costlier" in r.verdict
     assert any(d.startswith("- bilinear − nearest: +10.00 points") for d in r.details)
     assert r.commands[0] == "sampler train -m experiment=upsample_modes head.upsample=bicubic,bilinear,nearest"
+
+
+def test_shift_invariance_fails_when_pooling_is_less_consistent(tmp_path: Path) -> None:
+    consistency = {"max": [0.70, 0.69, 0.71], "avg": [0.75, 0.74, 0.76], "conv": [0.60, 0.61, 0.59],
+                   "none": [0.755, 0.745, 0.76]}
+    for pool, values in consistency.items():
+        for seed, value in enumerate(values):
+            fake_run(tmp_path, "s", "pool_shift_invariance", seed, {"model.pool": pool},
+                     {"test/shift_consistency": value, "test/acc": 0.5})
+    verdict = row(tmp_path, C.claim_shift_invariance).verdict
+    assert verdict.startswith("fails: no pool made the net more consistent") and verdict.endswith("max, conv")

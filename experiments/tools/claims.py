@@ -315,10 +315,12 @@ def claim_shift_invariance(ctx: Context) -> Row:
         verdict = ("depends: on the pool; more consistent than no pooling: " +
                    ", ".join(p for p in pools if ways[p] == "up") + "; not: " +
                    ", ".join(p for p in pools if ways[p] != "up"))
-    elif any(w == "down" for w in ways.values()) or all(w == "unclear" for w in ways.values()):
-        verdict = "fails" if any(w == "down" for w in ways.values()) else undecided(diffs[pools[0]], "consistency")
+    elif any(w == "down" for w in ways.values()):
+        verdict = ("fails: no pool made the net more consistent than no pooling at the same depth (whose head "
+                   "still averages the whole map); less consistent: " +
+                   ", ".join(p for p in pools if ways[p] == "down"))
     else:
-        verdict = "fails"
+        verdict = undecided(diffs[pools[0]], "consistency")
     best = max(pools, key=lambda p: diffs[p].diff if diffs[p] else -1)
     measured = (f"consistency vs no pool: " + ", ".join(f"{p} {diffs[p].diff * 100:+.1f}" for p in pools if diffs[p])
                 + f" points (n={diffs[best].n if diffs[best] else 0}, trained without translation augmentation)")
