@@ -152,3 +152,16 @@ def test_shift_invariance_fails_when_pooling_is_less_consistent(tmp_path: Path) 
                      {"test/shift_consistency": value, "test/acc": 0.5})
     verdict = row(tmp_path, C.claim_shift_invariance).verdict
     assert verdict.startswith("fails: no pool made the net more consistent") and verdict.endswith("max, conv")
+
+
+def test_bn_modes_hold_when_the_outputs_differ_and_name_the_unclear_cells(tmp_path: Path) -> None:
+    for seed in range(3):
+        for batch, gap in ((2, [0.05, 0.06, 0.055][seed]), (8, [0.02, -0.01, 0.0][seed])):
+            fake_run(tmp_path, "s", "bn_small_batch", seed,
+                     {"trainer.batch_size": batch, "model.norm_args.momentum": 0.1},
+                     {"bn/test_gap_acc": gap, "test/acc": 0.4, "bn/test_loss_eval_mode": 1.5,
+                      "bn/test_loss_train_mode": 1.6})
+    r = row(tmp_path, C.claim_bn_modes)
+    assert r.verdict == "holds: the outputs differ in every run; the accuracy gap is not clear at batch 8, momentum 0.1"
+    assert "test loss in 6/6 runs" in r.measured and "clear in 1 of 2" in r.measured
+    assert any("batch varied" in d for d in r.details)  # the conditions do not pretend one batch size
