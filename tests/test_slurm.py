@@ -164,9 +164,17 @@ def test_a_cancelled_job_is_recorded_and_resume_submits_only_it(on_slurm, cli, c
     assert "3 of 4 jobs completed earlier and are not submitted again" in resumed.stderr
     (new_array,) = {t.split("_")[0] for t in array_tasks(sweep)} - arrays_before
     assert LONG in array_tasks(sweep)[new_array] and "trainer.epochs=300" in array_tasks(sweep)[new_array]
-    accounted = subprocess.run(["sacct", "-n", "-X", "-P", "-j", new_array, "-o", "JobID,State"],
-                               capture_output=True, text=True, timeout=30, check=True).stdout.split()
-    assert len(accounted) == 1 and accounted[0].endswith("|COMPLETED"), accounted
+
+    def accounted() -> list[str] | None:
+        """The array's accounting once it has an end state: slurmctld records a job's end
+        a moment after the job's process has handed back its result (a CI run saw RUNNING
+        right after the sweep returned)."""
+        rows = subprocess.run(["sacct", "-n", "-X", "-P", "-j", new_array, "-o", "JobID,State"],
+                              capture_output=True, text=True, timeout=30, check=True).stdout.split()
+        return rows if rows and not any(r.endswith(("|RUNNING", "|PENDING", "|COMPLETING")) for r in rows) else None
+
+    rows = wait_until(accounted, 60, "the resumed job's end state in sacct")
+    assert len(rows) == 1 and rows[0].endswith("|COMPLETED"), rows
     after = {d.name: read_metrics(d) for d in run_dirs(sweep)}
     assert {m["status"] for m in after.values()} == {"completed"}
     for name, m in before.items():
