@@ -375,8 +375,8 @@ class SlurmLauncher(SubmititSlurmLauncher):
         watcher = PendingWatcher(array_id, interval=self.pending_check_s)
         watcher.start()
         started = last = time.monotonic()
+        waiting = list(jobs)
         try:
-            waiting = list(jobs)
             while waiting:
                 now = time.monotonic()
                 if now - last >= min(self.poll_s, max(2.0, (now - started) / 10)):
@@ -385,18 +385,18 @@ class SlurmLauncher(SubmititSlurmLauncher):
                 waiting = [job for job in waiting if not job.done()]
                 if waiting:
                     time.sleep(1.0)
-        except KeyboardInterrupt:
-            raise self._detached(array_id, jobs, sweep_dir) from None
+        except KeyboardInterrupt:  # no SLURM call from here on: sacct may be slow, and the user wants out
+            raise self._detached(array_id, len(waiting), len(jobs), sweep_dir) from None
         finally:
             watcher.stop()
         return {idx: self._outcome(sweep_dir, idx, overrides, job) for idx, overrides, job in submitted}
 
     @staticmethod
-    def _detached(array_id: str, jobs: list[Any], sweep_dir: Path) -> sweep.SweepAborted:
-        left = sum(1 for job in jobs if not job.done())
+    def _detached(array_id: str, left: int, total: int, sweep_dir: Path) -> sweep.SweepAborted:
+        """The paragraph for Ctrl-C while waiting; `left`: the tasks not finished at the last check."""
         return sweep.SweepAborted(
             "interrupted", f"stopped waiting for SLURM array job {array_id}, but its jobs go on in SLURM "
-            f"({left} of {len(jobs)} not finished; `squeue -j {array_id}` shows them). Cancel them with "
+            f"({left} of {total} not finished at the last check; `squeue -j {array_id}` shows them). Cancel them with "
             f"`scancel {array_id}`; or, once they have ended, rerun the same command with resume=true to "
             f"collect them into {sweep_dir}/summary.md (completed jobs are not run again; the others are)", 130)
 
