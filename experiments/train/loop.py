@@ -154,16 +154,25 @@ def tta_mode(tta: Any) -> str:
 def evaluate(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], loss_fn: nn.Module,
              amp: Callable[[], ContextManager], tta: bool | str = False,
              on_batch: BatchHook | None = None) -> dict[str, float]:
-    """Mean loss and accuracy over the targets the loss does not ignore; `tta` names the
-    views whose logits are averaged (`TTA`; true = flip). `on_batch` sees every batch's
-    predicted labels and targets, for task-specific metrics."""
+    """`score` in eval mode: mean loss and accuracy over the targets the loss does not
+    ignore; `tta` names the views whose logits are averaged (`TTA`; true = flip).
+    `on_batch` sees every batch's predicted labels and targets, for task-specific metrics."""
     model.eval()
-    views = TTA.get(tta_mode(tta), "trainer.tta")
+    return score(model, batches, loss_fn, amp, TTA.get(tta_mode(tta), "trainer.tta"), on_batch)
+
+
+@torch.no_grad()
+def score(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], loss_fn: nn.Module,
+          amp: Callable[[], ContextManager], views: Callable[[nn.Module, Tensor], Tensor] | None = None,
+          on_batch: BatchHook | None = None) -> dict[str, float]:
+    """Mean loss and accuracy over the targets the loss does not ignore, in whatever mode
+    the model is in (BatchNorm's train mode is a probe of its own); `views` maps the
+    model and a batch to logits (a TTA; None = one plain forward)."""
     ignore = getattr(loss_fn, "ignore_index", -100)
     loss_sum, correct, counted, seen = 0.0, 0, 0, 0
     for x, y in batches:
         with amp():
-            out = views(model, x)
+            out = model(x) if views is None else views(model, x)
         out = out.float()
         loss_sum += float(loss_fn(out, y)) * len(y)
         pred = out.argmax(1)

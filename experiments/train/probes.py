@@ -16,6 +16,8 @@ from typing import Callable, ContextManager, Iterable, Iterator
 import torch
 from torch import Tensor, nn
 
+from .loop import score
+
 Batches = Iterable[tuple[Tensor, Tensor]]
 
 
@@ -172,30 +174,12 @@ def bn_mode_gap(model: nn.Module, batches: Batches, loss_fn: nn.Module, amp: Cal
     training normalised with): `bn/<split>_{acc,loss}_{eval,train}_mode` and
     `bn/<split>_gap_acc`, eval minus train mode. No test-time augmentation."""
     model.eval()
-    eval_mode = _score(model, rebatch(batches, batch_size), loss_fn, amp)
+    eval_mode = score(model, rebatch(batches, batch_size), loss_fn, amp)
     with batch_statistics(model):
-        train_mode = _score(model, rebatch(batches, batch_size), loss_fn, amp)
+        train_mode = score(model, rebatch(batches, batch_size), loss_fn, amp)
     out = {f"bn/{split}_{k}_{mode}": v for mode, scores in (("eval_mode", eval_mode), ("train_mode", train_mode))
            for k, v in scores.items()}
     return {**out, f"bn/{split}_gap_acc": eval_mode["acc"] - train_mode["acc"]}
-
-
-@torch.no_grad()
-def _score(model: nn.Module, batches: Batches, loss_fn: nn.Module, amp: Callable[[], ContextManager]) -> dict[str, float]:
-    """Mean loss and accuracy over the targets the loss does not ignore, in the mode
-    the model is in."""
-    ignore = getattr(loss_fn, "ignore_index", -100)
-    loss_sum, correct, counted, seen = 0.0, 0, 0, 0
-    for x, y in batches:
-        with amp():
-            out = model(x)
-        out = out.float()
-        loss_sum += float(loss_fn(out, y)) * len(y)
-        valid = y != ignore
-        correct += int(((out.argmax(1) == y) & valid).sum())
-        counted += int(valid.sum())
-        seen += len(y)
-    return {"acc": correct / max(counted, 1), "loss": loss_sum / max(seen, 1)}
 
 
 def rebatch(batches: Batches, size: int, seed: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
