@@ -9,7 +9,7 @@ from torch import nn
 
 from .heads import assemble
 from .model import HEADS, build_encoder, build_head, init_weights
-from .registry import ConfigError
+from .registry import ConfigError, is_number
 
 
 def build_model(*, head: Any = "linear", num_classes: int = 10, init_scale: float = 1.0, **kwargs: Any) -> nn.Module:
@@ -35,7 +35,7 @@ def build_model(*, head: Any = "linear", num_classes: int = 10, init_scale: floa
         head_module = build_head(head, encoder.out_channels, num_classes, encoder=encoder, **head_args)
     except ConfigError as e:
         raise e.with_prefix("head") from None
-    if isinstance(init_scale, bool) or not isinstance(init_scale, (int, float)) or not init_scale > 0:
+    if not is_number(init_scale) or not init_scale > 0:
         raise ConfigError("model.init_scale", f"{init_scale!r} must be a number > 0 (1 = the default init)")
     act = encoder.unit_args["act"]
     return init_weights(assemble(encoder, head_module), act, encoder.unit_args["act_args"], init_scale)

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from .layers import ACTS, NORMS, POOLS, MaxPool2d
-from .registry import ConfigError, Registry, call_with_accepted
+from .registry import ConfigError, Registry, call_with_accepted, is_int
 from .whiten import PatchWhitening, whiten_args as check_whiten_args
 
 PARTS = ("conv", "norm", "act", "pool")
@@ -216,7 +216,7 @@ def build_encoder(*, widths: Sequence[int] = (32, 64, 128, 256), convs_per_stage
         raise ConfigError("widths", f"{widths!r} must be a list of channel counts, one per stage, "
                           "e.g. [32,64,128,256] (a single stage is [32])")
     widths = list(widths)
-    if not widths or not all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in widths):
+    if not widths or not all(is_int(w) and w > 0 for w in widths):
         raise ConfigError("widths", f"{widths} must be a non-empty list of positive channel counts")
     if not isinstance(convs_per_stage, int) or convs_per_stage < 1:
         raise ConfigError("convs_per_stage", f"{convs_per_stage!r} must be an integer >= 1")

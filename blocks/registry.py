@@ -35,6 +35,16 @@ class ConfigError(ValueError):
         return type(self)(f"{prefix}.{self.key}" if prefix else self.key, self.message)
 
 
+def is_int(value: Any) -> bool:
+    """A whole number as a config value: an int, not a bool (YAML's true is an int to Python)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    """A real number as a config value: an int or a float, not a bool."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 class Registry(Generic[T]):
     """A small name → builder map whose lookup errors list the valid names.
 

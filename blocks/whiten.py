@@ -11,7 +11,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-from .registry import ConfigError
+from .registry import ConfigError, is_int, is_number
 
 WHITEN_DEFAULTS = {"kernel_size": 2, "eps": 5e-4, "width": None, "bias": True}
 FIT_IMAGES = 5000  # airbench fits to 5,000 training images: the 12x12 covariance is settled by then
@@ -58,14 +58,14 @@ def whiten_args(in_channels: int, args: dict[str, Any] | None) -> dict[str, Any]
                           f"{', '.join(sorted(WHITEN_DEFAULTS))}")
     out = {**WHITEN_DEFAULTS, **(args or {})}
     k = out["kernel_size"]
-    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+    if not is_int(k) or k < 1:
         raise ConfigError("whiten_args.kernel_size", f"{k!r} must be a positive integer (airbench: 2)")
     eps = out["eps"]
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or eps <= 0:
+    if not is_number(eps) or eps <= 0:
         raise ConfigError("whiten_args.eps", f"{eps!r} must be a number > 0 (airbench: 5e-4)")
     most = 2 * in_channels * k * k
     width = most if out["width"] is None else out["width"]
-    if not isinstance(width, int) or isinstance(width, bool) or width < 2 or width % 2 or width > most:
+    if not is_int(width) or width < 2 or width % 2 or width > most:
         raise ConfigError("whiten_args.width", f"{out['width']!r} must be null (all: {most}) or an even number "
                           f"from 2 to {most} (2 x {in_channels} channels x {k}x{k} taps)")
     if not isinstance(out["bias"], bool):

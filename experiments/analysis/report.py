@@ -20,6 +20,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from sampler.blocks.registry import is_number
+
 from ..errors import ConfigError
 from ..runs.hparams import NOT_HPARAMS
 from ..runs.read import RECORDED, Run
@@ -247,7 +249,7 @@ def metric_range(metric: str) -> tuple[float, float]:
 
 
 def _number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    return is_number(v) and math.isfinite(v)
 
 
 def paired(a: Variant, b: Variant) -> bool:

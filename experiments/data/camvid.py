@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from sampler.blocks.registry import is_int
+
 from ..errors import ConfigError
 from .base import DATASETS, IMAGE_SUFFIXES, VOID, Dataset, DataSpec, Split
 from .cache import cached_tensors, source_key
@@ -30,7 +32,7 @@ SPLITS = ("train", "val", "test")
 
 def check_size(size: Any) -> tuple[int, int]:
     if (not isinstance(size, (list, tuple)) or len(size) != 2
-            or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size)):
+            or not all(is_int(s) and s > 0 for s in size)):
         raise ConfigError("data.size", f"{size!r} must be [height, width] in pixels, e.g. [180, 240]")
     return int(size[0]), int(size[1])
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from sampler.blocks.registry import is_int
+
 from ..errors import ConfigError
 from .base import Split
 
@@ -38,10 +40,6 @@ def _choose(size: int, n: int, generator: torch.Generator, labels: Tensor | None
     return order[:n].sort().values, order[n:].sort().values
 
 
-def _is_count(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def split_train(train: Split, val_size: int, subset: int | None, split_seed: int,
                 num_classes: int | None = None) -> tuple[Split, Split | None]:
     """Hold out `val_size` images for validation (0: none), then keep `subset` of the
@@ -53,7 +51,7 @@ def split_train(train: Split, val_size: int, subset: int | None, split_seed: int
     step = num_classes or 1
     val, keep = None, None  # keep: the indices of `train` still in the training split (None: all)
     if val_size:
-        if not _is_count(val_size) or val_size % step or not 0 < val_size < len(train):
+        if not is_int(val_size) or val_size % step or not 0 < val_size < len(train):
             whole = f"a multiple of the {num_classes} classes and " if num_classes else ""
             raise ConfigError("data.val_size", f"{val_size!r} must be {whole}smaller than the {len(train)} "
                               "training images (0 turns validation off)")
@@ -61,7 +59,7 @@ def split_train(train: Split, val_size: int, subset: int | None, split_seed: int
         val = train.take(chosen)
     if subset is not None:
         left = len(train) if keep is None else len(keep)
-        if not _is_count(subset) or not step <= subset <= left:
+        if not is_int(subset) or not step <= subset <= left:
             after = " left after the validation split" if val is not None else ""
             raise ConfigError("data.subset", f"{subset!r} must be between {step} and the {left} "
                               f"training images{after} (null uses all)")
@@ -77,7 +75,7 @@ def split_test(test: Split, test_size: int | None, split_seed: int, num_classes:
     if test_size is None:
         return test
     step = num_classes or 1
-    if not _is_count(test_size) or test_size % step or not step <= test_size <= len(test):
+    if not is_int(test_size) or test_size % step or not step <= test_size <= len(test):
         whole = f"a multiple of the {num_classes} classes " if num_classes else ""
         raise ConfigError("data.test_size", f"{test_size!r} must be {whole}between {step} and the {len(test)} "
                           "test images (null uses all)")

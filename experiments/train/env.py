@@ -23,7 +23,7 @@ import torch  # noqa: E402
 _TORCH_IMPORT_S: float | None = None if _TORCH_IMPORTED_BEFORE else time.perf_counter() - _TORCH_IMPORT_STARTED
 _ENV_IMPORTED_AT = time.perf_counter()
 
-from sampler.blocks.registry import Registry
+from sampler.blocks.registry import Registry, is_int
 
 from ..errors import ConfigError
 
@@ -32,7 +32,7 @@ log = logging.getLogger("sampler")
 
 def seed_everything(seed: int) -> torch.Generator:
     """Seed python, numpy and torch; return the generator for data order and augmentation."""
-    if not isinstance(seed, int) or isinstance(seed, bool):
+    if not is_int(seed):
         raise ConfigError("seed", f"{seed!r} must be an integer")
     random.seed(seed)
     np.random.seed(seed % 2**32)

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel
 
-from sampler.blocks.registry import Registry, accepted, call_with_accepted
+from sampler.blocks.registry import Registry, accepted, call_with_accepted, is_int, is_number
 
 from ..errors import ConfigError
 
@@ -77,7 +77,7 @@ def adamw(model: nn.Module, lr: float, betas: tuple[float, float] = (0.9, 0.999)
 
 
 def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    return is_number(v) and math.isfinite(v)
 
 
 def check_optimizer(name: str, **kwargs: Any) -> None:
@@ -104,7 +104,7 @@ def check_scheduler(name: str, warmup_epochs: Any = 0.0, **kwargs: Any) -> None:
     """`sched.*` as a whole, before any data is read."""
     SCHEDULES.get(name, "sched.name")
     SCHEDULES.check_args(kwargs, "sched")
-    if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, (int, float)) or warmup_epochs < 0:
+    if not is_number(warmup_epochs) or warmup_epochs < 0:
         raise ConfigError("sched.warmup_epochs", f"{warmup_epochs!r} must be a number >= 0")
 
 
@@ -213,7 +213,7 @@ def check_lookahead(ema: Any, every: Any) -> None:
     """`trainer.ema` and `trainer.ema_every`, before any data is read."""
     if not _is_number(ema) or not 0 <= ema < 1:
         raise ConfigError("trainer.ema", f"{ema!r} must be a decay per step in [0, 1): 0 = off, airbench 0.95")
-    if not isinstance(every, int) or isinstance(every, bool) or every < 1:
+    if not is_int(every) or every < 1:
         raise ConfigError("trainer.ema_every", f"{every!r} must be a whole number of steps >= 1 (airbench: 5)")
 
 

@@ -16,7 +16,7 @@ from typing import Any, Callable, ContextManager
 import torch
 from torch import nn
 
-from sampler.blocks.registry import call_with_accepted
+from sampler.blocks.registry import call_with_accepted, is_int, is_number
 from sampler.blocks.whiten import fit_whitening
 
 from ..data import DATASETS, DataSpec, TensorLoader, cache_root
@@ -112,12 +112,11 @@ def check_config(cfg: dict[str, Any]) -> None:
     task, model and head, optimizer, schedule and the data set's own keys."""
     t = cfg["trainer"]
     for key in ("epochs", "batch_size", "eval_batch_size"):
-        if not isinstance(t[key], int) or isinstance(t[key], bool) or t[key] < 1:
+        if not is_int(t[key]) or t[key] < 1:
             raise ConfigError(f"trainer.{key}", f"{t[key]!r} must be a positive integer")
-    if isinstance(t["label_smoothing"], bool) or not isinstance(t["label_smoothing"], (int, float)) \
-            or not 0.0 <= t["label_smoothing"] < 1.0:
+    if not is_number(t["label_smoothing"]) or not 0.0 <= t["label_smoothing"] < 1.0:
         raise ConfigError("trainer.label_smoothing", f"{t['label_smoothing']!r} must be in [0, 1)")
-    if not isinstance(cfg["seed"], int) or isinstance(cfg["seed"], bool):
+    if not is_int(cfg["seed"]):
         raise ConfigError("seed", f"{cfg['seed']!r} must be an integer")
     resolve_precision(t["precision"], resolve_device(t["device"]))
     task = TASKS.get(cfg["task"]["name"], "task.name")(cfg)
@@ -141,10 +140,10 @@ def _check_probe_keys(cfg: dict[str, Any]) -> None:
     if not isinstance(t["bn_diagnostics"], bool):
         raise ConfigError("trainer.bn_diagnostics", f"{t['bn_diagnostics']!r} must be true or false")
     shift = task.get("shift_px", 0)
-    if not isinstance(shift, int) or isinstance(shift, bool) or not 0 <= shift <= 8:
+    if not is_int(shift) or not 0 <= shift <= 8:
         raise ConfigError("task.shift_px", f"{shift!r} must be a whole number of pixels from 0 (off) to 8")
     level = task["converge_at"]
-    if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level <= 1:
+    if not is_number(level) or not 0 < level <= 1:
         raise ConfigError("task.converge_at", f"{level!r} must be a fraction in (0, 1], e.g. 0.6 for "
                           "val/epochs_to_60")
 
@@ -153,14 +152,14 @@ def _check_data_keys(d: dict[str, Any]) -> None:
     """The types of the data keys; whether the sizes fit the data is checked when it is read."""
     for key in ("val_size", "subset", "test_size", "split_seed"):
         value = d.get(key)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+        if value is not None and (not is_int(value) or value < 0):
             raise ConfigError(f"data.{key}", f"{value!r} must be a whole number >= 0"
                               + ("" if key in ("val_size", "split_seed") else " of images (null: all)"))
     augment = d.get("augment") or {}
     if "flip" in augment:
         flip_mode(augment["flip"])
     padding = augment.get("crop_padding")
-    if padding is not None and (not isinstance(padding, int) or isinstance(padding, bool) or padding < 0):
+    if padding is not None and (not is_int(padding) or padding < 0):
         raise ConfigError("data.augment.crop_padding", f"{padding!r} must be a whole number of pixels >= 0")
 
 

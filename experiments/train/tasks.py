@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from sampler.blocks import Segmenter
-from sampler.blocks.registry import Registry
+from sampler.blocks.registry import Registry, is_int, is_number
 
 from ..data import DATASETS, VOID, Dataset, SegmentationLoader, TensorLoader
 from ..errors import ConfigError
@@ -74,7 +74,7 @@ def objective(metrics: Mapping[str, Any], optimized_metric: str | None = None) -
         task = metrics.get("task")
         h = headline(task if task in TASKS else "classification")
         value = metrics.get(h.val_best, metrics.get(h.test))
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    return float(value) if is_number(value) else None
 
 
 @TASKS.register("classification", "one label per image (head=linear); metrics: acc")
@@ -128,11 +128,11 @@ class Segmentation(Classification):
         super().__init__(cfg)
         task = cfg["task"]
         balance = task["class_balance"]
-        if isinstance(balance, bool) or not isinstance(balance, (int, float)) or not 0 <= balance <= 1:
+        if not is_number(balance) or not 0 <= balance <= 1:
             raise ConfigError("task.class_balance", f"{balance!r} must be a number in [0, 1]: 0 = plain "
                               "cross-entropy, 1 = SegNet's median frequency balancing")
         for key in ("boundary_px", "log_images"):
-            if not isinstance(task[key], int) or isinstance(task[key], bool) or task[key] < 0:
+            if not is_int(task[key]) or task[key] < 0:
                 raise ConfigError(f"task.{key}", f"{task[key]!r} must be an integer >= 0")
         self.samples: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
