@@ -14,6 +14,7 @@ zero: the row then says about how many seeds would). A claim whose sweep is miss
 which command makes it."""
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 import time
@@ -26,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from sampler.blocks import build_model
+from sampler.blocks.registry import is_number
 
 from ..analysis.stats import difference_ci, holm, paired_t, seeds_needed, t_interval
 from ..runs.provenance import git_state, hardware, versions
@@ -92,7 +94,7 @@ def by_seed(runs: Iterable[Run], metric: str, **where: Any) -> dict[Any, float]:
         if any(not _same(run.config.get(k.replace("__", ".")), v) for k, v in where.items()):
             continue
         value = run.metrics.get(metric)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if is_number(value):
             out[run.seed] = float(value)
     return out
 
@@ -243,6 +245,21 @@ def missing(claim: str, preset: str, metric: str = "") -> Row:
                [f"sampler train -m experiment={preset}"], evidence="none", deterministic="—")
 
 
+SweepClaim = Callable[[Context, str, list[Run]], Row]
+
+
+def from_sweep(preset: str, claim: str) -> Callable[[SweepClaim], Callable[[Context], Row]]:
+    """A claim measured by the newest sweep of `preset`: the function gets the claim's text and
+    that sweep's runs; without a sweep the row says "not measured" and gives the command."""
+    def wrap(fn: SweepClaim) -> Callable[[Context], Row]:
+        @functools.wraps(fn)
+        def row(ctx: Context) -> Row:
+            runs = ctx.sweeps.get(preset)
+            return fn(ctx, claim, runs) if runs else missing(claim, preset)
+        return row
+    return wrap
+
+
 # ---------------------------------------------------------------- pooling
 
 def claim_pool_cost(ctx: Context) -> Row:
@@ -293,11 +310,8 @@ def claim_receptive_field(ctx: Context) -> Row:
                ["sampler inspect", "sampler inspect model.pool=none"])
 
 
-def claim_shift_invariance(ctx: Context) -> Row:
-    claim = "Pooling gives some translation invariance"
-    runs = ctx.sweeps.get("pool_shift_invariance")
-    if not runs:
-        return missing(claim, "pool_shift_invariance")
+@from_sweep("pool_shift_invariance", "Pooling gives some translation invariance")
+def claim_shift_invariance(ctx: Context, claim: str, runs: list[Run]) -> Row:
     metric = "test/shift_consistency"
     none = by_seed(runs, metric, model__pool="none")
     pools = ("max", "avg", "conv")
@@ -403,11 +417,8 @@ def claim_max_sharp(ctx: Context) -> Row:
 
 # ---------------------------------------------------------------- BatchNorm
 
-def claim_bn_convergence(ctx: Context) -> Row:
-    claim = "BatchNorm speeds convergence"
-    runs = ctx.sweeps.get("bn_convergence")
-    if not runs:
-        return missing(claim, "bn_convergence")
+@from_sweep("bn_convergence", "BatchNorm speeds convergence")
+def claim_bn_convergence(ctx: Context, claim: str, runs: list[Run]) -> Row:
     level = runs[0].config.get("task.converge_at", 0.6)
     key = f"val/epochs_to_{round(100 * level)}"
     auc = {n: by_seed(runs, "val/acc_auc", model__norm=n) for n in ("batch", "none")}
@@ -435,11 +446,8 @@ def claim_bn_convergence(ctx: Context) -> Row:
                 "sampler compare outputs/multirun/<time> --metric val/acc_auc"], "sweep", determinism(runs))
 
 
-def claim_bn_lr(ctx: Context) -> Row:
-    claim = "BatchNorm allows higher learning rates"
-    runs = ctx.sweeps.get("bn_lr_tolerance")
-    if not runs:
-        return missing(claim, "bn_lr_tolerance")
+@from_sweep("bn_lr_tolerance", "BatchNorm allows higher learning rates")
+def claim_bn_lr(ctx: Context, claim: str, runs: list[Run]) -> Row:
     lrs = sorted({float(r.config["optim.lr"]) for r in runs})
     details = [f"A run converges when it completes (not diverged) with val/acc_best >= {100 * CONVERGED:.0f}% "
                "(2.5x chance). Per peak lr, the seeds that converged and the mean val/acc_best of the completed runs:"]
@@ -475,11 +483,8 @@ def claim_bn_lr(ctx: Context) -> Row:
                determinism(runs))
 
 
-def claim_bn_init(ctx: Context) -> Row:
-    claim = "BatchNorm lowers sensitivity to initialisation"
-    runs = ctx.sweeps.get("bn_init_sensitivity")
-    if not runs:
-        return missing(claim, "bn_init_sensitivity")
+@from_sweep("bn_init_sensitivity", "BatchNorm lowers sensitivity to initialisation")
+def claim_bn_init(ctx: Context, claim: str, runs: list[Run]) -> Row:
     scales = sorted({float(r.config["model.init_scale"]) for r in runs})
     spread: dict[str, dict[Any, float]] = {}
     details = ["Every conv and linear weight multiplied by model.init_scale after the default He init. "
