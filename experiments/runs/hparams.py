@@ -1,6 +1,7 @@
 """Configs as flat dotted keys, and the HParams schema every job of a sweep shares (DESIGN §5)."""
 from __future__ import annotations
 
+import functools
 from importlib import resources
 from typing import Any, Mapping
 
@@ -46,9 +47,26 @@ def hparam_schema() -> dict[str, str]:
     the strings "true"/"false", a discrete domain) when every option has a bool,
     `string` otherwise.
     """
+    return {key: hparam_kind(v) for key, v in _shipped_values()[0].items()}
+
+
+def always_present(key: str) -> bool:
+    """Whether every composition of the shipped configs has `key` (a leaf or a section),
+    whatever option each group names: a key of train.yaml, or one that every option of
+    its group has. A key of some options only (sgd's `optim.momentum`) is not."""
+    return any(k == key or k.startswith(key + ".") for k in _shipped_values()[1])
+
+
+@functools.cache
+def _shipped_values() -> tuple[dict[str, list[Any]], frozenset[str]]:
+    """Per key, its values across train.yaml and every option of every group (None where an
+    option lacks a key of its group); and the keys every composition has: train.yaml's and
+    those that every option of some group sets. Read once per process: the override check
+    and the run record both ask."""
     root = resources.files("sampler.configs")
     top = OmegaConf.to_container(OmegaConf.create((root / "train.yaml").read_text()))
     values = {k: [v] for k, v in top.items() if k not in ("defaults", "hydra", "resume", "optimized_metric")}  # type: ignore[union-attr]
+    complete = {k for k in top if k not in ("defaults", "hydra")}  # type: ignore[union-attr]
     for group in sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.name):
         if group.name in ("hydra", "experiment") or group.name.startswith("_"):
             continue
@@ -56,10 +74,12 @@ def hparam_schema() -> dict[str, str]:
         options = [_option_values(group, name) for name in names]
         for key in sorted({k for o in options for k in o}):
             found = [o[key] for o in options if key in o]
-            if key.startswith(group.name + ".") and len(found) < len(options):
+            if len(found) == len(options):
+                complete.add(key)
+            elif key.startswith(group.name + "."):
                 found.append(None)  # an option without the key: its jobs write "none"
             values.setdefault(key, []).extend(found)
-    return {key: hparam_kind(v) for key, v in values.items()}
+    return values, frozenset(complete)
 
 
 def _option_values(group: Any, name: str) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from importlib import resources
 from typing import Any, Sequence
 
 from ..errors import ConfigError
-from ..runs.hparams import flatten
+from ..runs.hparams import always_present, flatten
 
 
 def compose(overrides: Sequence[str]) -> dict[str, Any]:
@@ -55,8 +55,8 @@ def check_override_keys(args: Sequence[str]) -> None:
             choices.append(f"{key}={first}")
         else:
             values.append(key)
-    if not values:
-        return
+    if not values or (all(always_present(key) for key in values) and not any(c.endswith("=null") for c in choices)):
+        return  # every composition has these keys: no need to compose one (a third of a second)
     try:
         cfg = compose(choices)
     except (HydraException, OmegaConfBaseException):
