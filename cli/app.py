@@ -96,6 +96,8 @@ def bench(
     peak_only: bool = typer.Option(False, "--peak-only", help="only measure this machine's peak (a conv like the "
                                    "stack's, forward+backward) in each precision, then stop: no data read"),
     peak_seconds: float = typer.Option(1.0, "--peak-seconds", help="how long the peak is timed, per precision"),
+    profile: bool = typer.Option(True, help="after timing, profile a few of sampler's steps: the time of the data, "
+                                 "convolutions, normalization, activations, pooling and optimizer"),
 ) -> None:
     """Time sampler's in-memory pipeline against the tutorial one, same stack, epochs and seed.
 
@@ -107,7 +109,7 @@ def bench(
     _user_errors(run_bench, epochs=epochs, subset=subset, data_root=data_root, widths=widths,
                  seed=seed, skip_tutorial=skip_tutorial, batch_size=batch_size,
                  order=[s.strip() for s in order.split(",")], precision=precision, peak_only=peak_only,
-                 peak_seconds=peak_seconds)
+                 peak_seconds=peak_seconds, profile=profile)
 
 
 @app.command(context_settings=HYDRA_ARGS)

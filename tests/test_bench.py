@@ -10,7 +10,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from sampler.blocks import build_model
-from sampler.experiments.tools.bench import describe_cpu, measure_peak
+from sampler.experiments.tools.bench import STEP_PARTS, describe_cpu, measure_peak, step_breakdown
 from sampler.experiments.train.cost import count_flops
 from sampler.experiments.train.env import resolve_precision
 
@@ -54,6 +54,7 @@ def test_bench_times_both_pipelines_and_the_arithmetic_they_stand_for(cli) -> No
     speedup = float(rows["sampler"]["speedup"].rstrip("x"))
     assert speedup == pytest.approx(float(rows["sampler"]["img/s"]) / float(rows["tutorial"]["img/s"]), abs=0.01)
     assert "cpu: " in out and f"CPU capability {torch.backends.cpu.get_cpu_capability()}" in out
+    assert "where sampler's training step goes" in out and "While the convolutions run" in out, out
 
 
 def test_peak_only_needs_no_data_and_measures_the_precision_asked_for(cli, tmp_path) -> None:
@@ -79,3 +80,24 @@ def test_the_peak_counts_forward_and_both_gradients_as_torch_does() -> None:
         y.backward(torch.ones_like(y))  # the input's gradient and the weight's
     assert peak["flops_per_iteration"] == counter.get_total_flops() == 3 * count_flops(conv, x.detach())
     assert peak["iterations"] >= 3 and peak["gflop_per_s"] > 0
+
+
+@pytest.mark.parametrize("norm", ["batch", "none"])
+def test_the_step_breakdown_finds_each_op_family_where_the_model_has_it(norm: str) -> None:
+    model = build_model(widths=[8, 16], norm=norm).to(memory_format=torch.channels_last)
+    g = torch.Generator().manual_seed(0)
+    batches = [(torch.randn(16, 3, 32, 32, generator=g).to(memory_format=torch.channels_last),
+                torch.randint(0, 10, (16,), generator=g)) for _ in range(8)]
+    flops = count_flops(model, batches[0][0][:1])
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    b = step_breakdown(model, batches, "fp32", 0.01, flops, steps=4)
+    parts = b["ms_per_step"]
+    assert list(parts) == ["data", *(name for name, _ in STEP_PARTS), "other"]
+    assert all(ms >= 0 for ms in parts.values())
+    for family in ("convolution", "activation", "pooling", "optimizer"):
+        assert parts[family] > 0, (family, parts)
+    assert (parts["normalization"] > 0) == (norm == "batch"), parts
+    assert b["images_per_step"] == 16
+    assert b["convolution_gflop_per_s"] == pytest.approx(3 * flops * 16 / (parts["convolution"] / 1e3) / 1e9)
+    # the model it was given is left as it was: the breakdown trains a copy
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())

@@ -25,9 +25,10 @@ from __future__ import annotations
 import copy
 import os
 import platform
+import re
 import time
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import torch
 from rich.console import Console
@@ -158,11 +159,68 @@ def _train(name: str, model: nn.Module, batches: Iterable[Any], steps_per_epoch:
             "epoch_max_over_first": max(epoch_s) / epoch_s[0], "precision": precision}
 
 
+# Op families of a training step, by ATen op name (the first that matches names the op).
+STEP_PARTS = (
+    ("convolution", re.compile(r"conv|linear|addmm|\bmm\b")),
+    ("normalization", re.compile(r"norm")),
+    ("activation", re.compile(r"relu|clamp|threshold|gelu|silu|sigmoid|tanh|elu|hardswish")),
+    ("pooling", re.compile(r"pool")),
+    ("optimizer", re.compile(r"Optimizer|foreach|_fused|lerp|addcmul|addcdiv")),
+)
+PROFILE_WARMUP = 3     # untimed steps before the profiled ones
+
+
+def step_breakdown(model: nn.Module, loader: Iterable[Any], precision: str, lr: float, flops_per_image: int,
+                   steps: int = 12) -> dict[str, Any]:
+    """Where one training step of sampler's pipeline goes, for a copy of `model`: the time
+    per step of drawing a batch (timed alone), and of each op family (`STEP_PARTS`,
+    torch.profiler's self CPU time) in `steps` profiled steps; and the rate of the
+    convolutions while they run, in GFLOP/s (3x the forward FLOPs, as the table). Ops
+    outside the families (zeroing gradients, copies, the loss) are "other"."""
+    from torch.profiler import ProfilerActivity, profile
+
+    model = copy.deepcopy(model)
+    def again() -> Iterator[Any]:  # a small subset has fewer batches than the profile needs
+        while True:
+            empty = True
+            for batch in loader:
+                empty = False
+                yield batch
+            if empty:
+                raise ConfigError("--subset", "too few training images for one batch of --batch-size")
+
+    draw = again()
+    start = time.perf_counter()
+    batches = [next(draw) for _ in range(PROFILE_WARMUP + steps)]
+    data_ms = 1e3 * (time.perf_counter() - start) / len(batches)
+    optimizer = build_optimizer(model, "sgd", lr=lr)
+    scheduler = build_scheduler(optimizer, len(batches), len(batches), "constant")
+    loss_fn, amp = nn.CrossEntropyLoss(), autocast(torch.device("cpu"), precision)
+    train_epoch(model, batches[:PROFILE_WARMUP], optimizer, scheduler, loss_fn, amp)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        train_epoch(model, batches[PROFILE_WARMUP:], optimizer, scheduler, loss_fn, amp)
+    parts = {"data": data_ms, **{name: 0.0 for name, _ in STEP_PARTS}, "other": 0.0}
+    other: dict[str, float] = {}
+    for event in prof.key_averages():
+        name = next((n for n, pattern in STEP_PARTS if pattern.search(event.key)), "other")
+        ms = event.self_cpu_time_total / 1e3 / steps
+        parts[name] += ms
+        if name == "other":
+            other[event.key.removeprefix("aten::")] = ms
+    images = len(batches[0][1])
+    conv_s = parts["convolution"] / 1e3
+    return {"ms_per_step": parts, "images_per_step": images,
+            "other_ops": [k for k, _ in sorted(other.items(), key=lambda kv: -kv[1])[:3]],
+            "convolution_gflop_per_s": 3 * flops_per_image * images / conv_s / 1e9 if conv_s else None}
+
+
 def run_bench(epochs: int, subset: int | None, data_root: str | None, widths: Sequence[int], seed: int,
               skip_tutorial: bool = False, batch_size: int = 64, order: Sequence[str] = ("conv", "norm", "act", "pool"),
-              precision: str = "auto", peak_only: bool = False, peak_seconds: float = 1.0) -> dict[str, dict[str, Any]]:
-    """Both pipelines' figures by name, and the measured peaks under "peak" (by precision);
-    with `peak_only`, the peaks alone (no data read, nothing trained)."""
+              precision: str = "auto", peak_only: bool = False, peak_seconds: float = 1.0,
+              profile: bool = True) -> dict[str, dict[str, Any]]:
+    """Both pipelines' figures by name, the measured peaks under "peak" (by precision), and
+    with `profile` where sampler's step goes under "breakdown" (`step_breakdown`); with
+    `peak_only`, the peaks alone (no data read, nothing trained)."""
     root = Path(data_root or os.environ.get("SAMPLER_DATA") or "data").expanduser()
     console = Console(highlight=False)
     if not console.is_terminal:  # piped into a file: no reason to squeeze the table into 80 columns
@@ -204,6 +262,7 @@ def run_bench(epochs: int, subset: int | None, data_root: str | None, widths: Se
                         generator=torch.Generator().manual_seed(seed))
     model = copy.deepcopy(initial).to(memory_format=torch.channels_last)
     results["sampler"] = _train("sampler", model, ours, len(ours), epochs, lr, precision, test, console)
+    breakdown = step_breakdown(model, ours, precision, lr, train_flops // 3) if profile else None
 
     if not skip_tutorial:
         folder = root / "cifar10" / "train"
@@ -220,7 +279,9 @@ def run_bench(epochs: int, subset: int | None, data_root: str | None, widths: Se
         r["peak_gflop_per_s"] = peaks[r["precision"]]["gflop_per_s"]
         r["percent_of_peak"] = 100 * r["gflop_per_s"] / r["peak_gflop_per_s"]
     _print(results, console)
-    return {**results, "peak": peaks}
+    if breakdown is not None:
+        _print_breakdown(breakdown, peaks[precision]["gflop_per_s"], console)
+    return {**results, "peak": peaks, **({"breakdown": breakdown} if breakdown else {})}
 
 
 def _print(results: dict[str, dict[str, Any]], console: Console) -> None:
@@ -236,3 +297,20 @@ def _print(results: dict[str, dict[str, Any]], console: Console) -> None:
     console.print(table)
     console.print("GFLOP/s: the model arithmetic the throughput stands for (3x the forward FLOPs per image); "
                   "% of peak: that over the peak measured above in the row's precision.")
+
+
+def _print_breakdown(b: dict[str, Any], peak: float, console: Console) -> None:
+    parts = b["ms_per_step"]
+    total = sum(parts.values())
+    table = Table(title=f"where sampler's training step goes (batch {b['images_per_step']}, torch.profiler)")
+    for col in ("part", "ms/step", "share"):
+        table.add_column(col, justify="left" if col == "part" else "right")
+    for name, ms in parts.items():
+        label = f"other ({', '.join(b['other_ops'])}, ...)" if name == "other" and b["other_ops"] else name
+        table.add_row(label, f"{ms:.2f}", f"{100 * ms / total:.0f}%")
+    console.print(table)
+    rate = b["convolution_gflop_per_s"]
+    if rate:
+        console.print(f"While the convolutions run they compute {rate:.1f} GFLOP/s, {100 * rate / peak:.0f}% of the "
+                      "peak; the other parts move memory and do next to no arithmetic, so their share of the "
+                      "step is what keeps the whole step below the peak.")
