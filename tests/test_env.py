@@ -153,3 +153,46 @@ def test_the_cpu_a_run_ran_on_is_named_with_the_flags_that_decide_its_speed() ->
     assert h["cpu"] and h["cores"] >= 1
     flags = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").exists() else []
     assert h["features"] == [f for f in CPU_FEATURES if f in flags]
+
+
+def _fake_proc(root: Path, running: int, own_states: str) -> Path:
+    """A /proc with `running` runnable threads machine-wide, and this process's threads in
+    the given states (R running, S sleeping)."""
+    (root / "loadavg").write_text(f"1.50 1.20 0.90 {running}/300 4242\n")
+    for i, state in enumerate(own_states):
+        task = root / "self" / "task" / str(100 + i)
+        task.mkdir(parents=True)
+        task.joinpath("stat").write_text(f"{100 + i} (python (x) y) {state} 1 2 3\n")
+    return root
+
+
+@pytest.mark.parametrize("running, own, threads, cores, warns", [
+    (1, "RS", 2, 2, False),   # only this process runs
+    (2, "R", 2, 2, True),     # one other thread, and this run wants both cores
+    (2, "R", 1, 2, False),    # one other thread and one of ours: they fit
+    (5, "RS", 1, 2, True),    # four others: even one thread competes
+    (5, "RS", 2, 8, False),   # a bigger machine has room
+])
+def test_a_run_is_warned_when_other_processes_keep_the_cores_busy(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                                  running, own, threads, cores, warns) -> None:
+    proc = _fake_proc(tmp_path, running, own)
+    monkeypatch.setattr(env.os, "cpu_count", lambda: cores)
+    monkeypatch.setattr(env, "available_cpus", lambda: cores)
+    assert env.busy_threads(proc) == running - own.count("R")
+    warning = env.contention(threads, proc)
+    assert (warning is not None) == warns
+    if warns:
+        assert f"{running - own.count('R')} threads of other processes" in warning
+        assert ("trainer.threads=1" in warning) == (threads > 1)
+
+
+def test_a_run_pinned_to_some_cores_is_not_warned(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    proc = _fake_proc(tmp_path, 9, "R")
+    monkeypatch.setattr(env.os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(env, "available_cpus", lambda: 2)  # SLURM or taskset gave it 2 of the 8
+    assert env.contention(2, proc) is None
+
+
+def test_without_proc_the_load_is_unknown_and_nothing_is_said(tmp_path: Path) -> None:
+    assert env.busy_threads(tmp_path / "missing") is None
+    assert env.contention(64, tmp_path / "missing") is None

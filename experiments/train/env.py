@@ -209,6 +209,45 @@ def setup_threads(threads: int | None, parallel_jobs: int = 1) -> int:
     return threads
 
 
+def busy_threads(proc: Path = Path("/proc"), samples: int = 3, pause: float = 0.01) -> int | None:
+    """Threads of other processes that are runnable right now, machine-wide: /proc/loadavg's
+    count of runnable threads less this process's own (the fewest of a few reads, so that a
+    passing spike does not count). None where /proc does not say (not Linux)."""
+    counts = []
+    try:
+        for i in range(samples):
+            if i:
+                time.sleep(pause)
+            running = int((proc / "loadavg").read_text().split()[3].split("/")[0])
+            own = 0
+            for task in (proc / "self" / "task").iterdir():
+                with contextlib.suppress(OSError):  # a thread that ended meanwhile
+                    own += (task / "stat").read_text().rpartition(")")[2].split()[0] == "R"
+            counts.append(max(0, running - own))
+    except (OSError, ValueError, IndexError):
+        return None
+    return min(counts)
+
+
+def contention(threads: int, proc: Path = Path("/proc")) -> str | None:
+    """A warning when other processes already keep this machine's cores busy, so that a run
+    of `threads` threads would compete with them for the cores: OpenMP threads then wait
+    for each other at every op, and small batches ran up to 90x slower on a 2-core machine.
+    None when the cores are free, or when this process is pinned to some of them (SLURM,
+    taskset: whatever runs elsewhere is not competing)."""
+    cores = os.cpu_count() or 1
+    if available_cpus() < cores:
+        return None
+    busy = busy_threads(proc)
+    if busy is None or busy + threads <= cores:
+        return None
+    return (f"{busy} threads of other processes are running on this machine's {cores} cores, and this run adds "
+            f"{threads}: they will compete, and each op's threads wait for the slowest (a 2-core machine ran "
+            "small batches up to 90x slower so), and its timings will not be this machine's. "
+            + (f"Unless the cores free up, run with trainer.threads={max(1, cores - busy)}, or one job at a time."
+               if threads > 1 else "Time runs when the cores are free."))
+
+
 _EARLIER_JOB = False  # whether this process has started a job before (reset_peak_memory)
 
 

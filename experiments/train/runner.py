@@ -28,9 +28,9 @@ from ..runs.naming import swept_keys
 from ..runs.record import RunRecord
 from .choices import domains
 from .cost import activation_memory, count_cost
-from .env import (deterministic, nondeterministic_op, parse_deterministic, peak_memory_mb, reset_peak_memory,
-                  resolve_device, resolve_precision, rng_state, seconds_since_process_start, seed_everything,
-                  set_rng_state, setup_threads, torch_import_seconds)
+from .env import (contention, deterministic, nondeterministic_op, parse_deterministic, peak_memory_mb,
+                  reset_peak_memory, resolve_device, resolve_precision, rng_state, seconds_since_process_start,
+                  seed_everything, set_rng_state, setup_threads, torch_import_seconds)
 from .loop import EpochState, StopAtStep, autocast, train_epoch, tta_mode
 from .model import example_input, make_model
 from .optim import (Lookahead, build_lookahead, build_optimizer, build_scheduler, check_lookahead, check_optimizer,
@@ -242,6 +242,8 @@ def _set_up(cfg: dict[str, Any], record: RunRecord, parallel_jobs: int, clock: _
     reset_peak_memory(device)
     precision = resolve_precision(t["precision"], device)
     threads = setup_threads(t["threads"], parallel_jobs)
+    if device.type == "cpu" and (warning := contention(threads)):
+        log.warning(warning)
     task = TASKS.get(cfg["task"]["name"], "task.name")(cfg)
     model, spec = make_model(cfg)
     clock.import_dynamo()  # what the FLOP count (uncached) or else the first optimizer would import
