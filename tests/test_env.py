@@ -158,6 +158,7 @@ def test_the_cpu_a_run_ran_on_is_named_with_the_flags_that_decide_its_speed() ->
 def _fake_proc(root: Path, running: int, own_states: str) -> Path:
     """A /proc with `running` runnable threads machine-wide, and this process's threads in
     the given states (R running, S sleeping)."""
+    root.mkdir(parents=True, exist_ok=True)
     (root / "loadavg").write_text(f"1.50 1.20 0.90 {running}/300 4242\n")
     for i, state in enumerate(own_states):
         task = root / "self" / "task" / str(100 + i)
@@ -196,3 +197,11 @@ def test_a_run_pinned_to_some_cores_is_not_warned(monkeypatch: pytest.MonkeyPatc
 def test_without_proc_the_load_is_unknown_and_nothing_is_said(tmp_path: Path) -> None:
     assert env.busy_threads(tmp_path / "missing") is None
     assert env.contention(64, tmp_path / "missing") is None
+
+
+def test_a_quiet_machine_is_read_once(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # Every CPU run asks at start-up: where nothing else runs it must not pause to look again.
+    naps: list[float] = []
+    monkeypatch.setattr(env.time, "sleep", naps.append)
+    assert env.busy_threads(_fake_proc(tmp_path / "quiet", 1, "R")) == 0 and naps == []
+    assert env.busy_threads(_fake_proc(tmp_path / "busy", 3, "R")) == 2 and len(naps) == 2

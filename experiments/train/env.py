@@ -224,6 +224,8 @@ def busy_threads(proc: Path = Path("/proc"), samples: int = 3, pause: float = 0.
                 with contextlib.suppress(OSError):  # a thread that ended meanwhile
                     own += (task / "stat").read_text().rpartition(")")[2].split()[0] == "R"
             counts.append(max(0, running - own))
+            if counts[-1] == 0:
+                break  # nothing else runs: no need to look again (a quiet start-up pays one read)
     except (OSError, ValueError, IndexError):
         return None
     return min(counts)
