@@ -180,6 +180,7 @@ def step_breakdown(model: nn.Module, loader: Iterable[Any], precision: str, lr: 
     from torch.profiler import ProfilerActivity, profile
 
     model = copy.deepcopy(model)
+
     def again() -> Iterator[Any]:  # a small subset has fewer batches than the profile needs
         while True:
             empty = True
