@@ -205,3 +205,11 @@ def test_a_quiet_machine_is_read_once(monkeypatch: pytest.MonkeyPatch, tmp_path:
     monkeypatch.setattr(env.time, "sleep", naps.append)
     assert env.busy_threads(_fake_proc(tmp_path / "quiet", 1, "R")) == 0 and naps == []
     assert env.busy_threads(_fake_proc(tmp_path / "busy", 3, "R")) == 2 and len(naps) == 2
+
+
+def test_a_command_without_a_thread_setting_is_told_to_wait(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    proc = _fake_proc(tmp_path, 3, "R")
+    monkeypatch.setattr(env.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(env, "available_cpus", lambda: 2)
+    warning = env.contention(2, proc, knob=None)  # sampler bench
+    assert warning is not None and "threads=" not in warning and "when the cores are free" in warning

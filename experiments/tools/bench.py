@@ -22,10 +22,12 @@ speedup the arithmetic cannot reach is not a pipeline problem.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import platform
 import re
+import sys
 import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -41,7 +43,7 @@ from ..data import TensorLoader
 from ..data.cifar10 import CIFAR10_CLASSES, load_cifar10
 from ..data.splits import balanced_indices
 from ..train.cost import count_flops
-from ..train.env import cpu_bf16_features, resolve_precision, seed_everything, setup_threads
+from ..train.env import contention, cpu_bf16_features, resolve_precision, seed_everything, setup_threads
 from ..errors import ConfigError
 from ..train.loop import autocast, evaluate, train_epoch
 from ..train.optim import build_optimizer, build_scheduler
@@ -170,6 +172,22 @@ STEP_PARTS = (
 PROFILE_WARMUP = 3     # untimed steps before the profiled ones
 
 
+@contextlib.contextmanager
+def _native_stderr_muted() -> Iterator[None]:
+    """The profiler's C++ side (Kineto) writes its stages to the process's stderr
+    ("USDT: ... profiler_start", "gpuGetDeviceCount failed" on a machine without a GPU);
+    none of it is for the user of bench, so file descriptor 2 points at /dev/null meanwhile."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def step_breakdown(model: nn.Module, loader: Iterable[Any], precision: str, lr: float, flops_per_image: int,
                    steps: int = 12) -> dict[str, Any]:
     """Where one training step of sampler's pipeline goes, for a copy of `model`: the time
@@ -198,11 +216,13 @@ def step_breakdown(model: nn.Module, loader: Iterable[Any], precision: str, lr: 
     scheduler = build_scheduler(optimizer, len(batches), len(batches), "constant")
     loss_fn, amp = nn.CrossEntropyLoss(), autocast(torch.device("cpu"), precision)
     train_epoch(model, batches[:PROFILE_WARMUP], optimizer, scheduler, loss_fn, amp)
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    with _native_stderr_muted(), profile(activities=[ProfilerActivity.CPU]) as prof:
         train_epoch(model, batches[PROFILE_WARMUP:], optimizer, scheduler, loss_fn, amp)
+    with _native_stderr_muted():
+        events = prof.key_averages()
     parts = {"data": data_ms, **{name: 0.0 for name, _ in STEP_PARTS}, "other": 0.0}
     other: dict[str, float] = {}
-    for event in prof.key_averages():
+    for event in events:
         name = next((n for n, pattern in STEP_PARTS if pattern.search(event.key)), "other")
         ms = event.self_cpu_time_total / 1e3 / steps
         parts[name] += ms
@@ -238,6 +258,8 @@ def run_bench(epochs: int, subset: int | None, data_root: str | None, widths: Se
     except ConfigError as e:
         raise ConfigError(f"--{e.key.split('.')[-1]}", e.message) from None
     threads = setup_threads(None)
+    if warning := contention(threads, knob=None):  # a benchmark is the command whose figures this spoils most
+        console.print(f"warning: {warning}", style="yellow")
     precisions = [precision] if skip_tutorial else [precision, "fp32"]  # the tutorial's is fp32
     if peak_only:
         console.print(f"bench --peak-only: {threads} threads")

@@ -231,12 +231,13 @@ def busy_threads(proc: Path = Path("/proc"), samples: int = 3, pause: float = 0.
     return min(counts)
 
 
-def contention(threads: int, proc: Path = Path("/proc")) -> str | None:
+def contention(threads: int, proc: Path = Path("/proc"), knob: str | None = "trainer.threads") -> str | None:
     """A warning when other processes already keep this machine's cores busy, so that a run
     of `threads` threads would compete with them for the cores: OpenMP threads then wait
     for each other at every op, and small batches ran up to 90x slower on a 2-core machine.
     None when the cores are free, or when this process is pinned to some of them (SLURM,
-    taskset: whatever runs elsewhere is not competing)."""
+    taskset: whatever runs elsewhere is not competing). `knob` is the setting that would
+    lower the thread count (None: there is none, so the advice is to wait)."""
     cores = os.cpu_count() or 1
     if available_cpus() < cores:
         return None
@@ -246,8 +247,8 @@ def contention(threads: int, proc: Path = Path("/proc")) -> str | None:
     return (f"{busy} threads of other processes are running on this machine's {cores} cores, and this run adds "
             f"{threads}: they will compete, and each op's threads wait for the slowest (a 2-core machine ran "
             "small batches up to 90x slower so), and its timings will not be this machine's. "
-            + (f"Unless the cores free up, run with trainer.threads={max(1, cores - busy)}, or one job at a time."
-               if threads > 1 else "Time runs when the cores are free."))
+            + (f"Unless the cores free up, run with {knob}={max(1, cores - busy)}, or one job at a time."
+               if threads > 1 and knob else "Measure speed when the cores are free."))
 
 
 _EARLIER_JOB = False  # whether this process has started a job before (reset_peak_memory)
