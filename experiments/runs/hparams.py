@@ -7,6 +7,8 @@ from typing import Any, Mapping
 
 from omegaconf import OmegaConf
 
+from sampler.blocks.registry import is_number
+
 # Keys that describe where things are, not what was run: kept out of the HParams table and
 # of a run's label, and free to change when a run is resumed.
 NOT_HPARAMS = ("data.root", "data.cache_dir", "trainer.progress", "data.download", "data.url", "data.md5")
@@ -98,6 +100,6 @@ def _option_values(group: Any, name: str) -> dict[str, Any]:
 def hparam_kind(values: list[Any]) -> str:
     if all(isinstance(v, bool) for v in values):
         return "bool"
-    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+    if all(is_number(v) for v in values):
         return "number"
     return "string"

@@ -13,6 +13,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from sampler.blocks.registry import is_number
+
 from .atomic import write_error, write_json
 from .hparams import NOT_HPARAMS, flatten, hparam_kind, hparam_schema, hparam_value
 from .naming import trial_label
@@ -82,7 +84,7 @@ class RunRecord:
             if key in NOT_HPARAMS or key.startswith("hydra.") or key in hp:
                 continue
             value, kind = values.get(key), kinds.get(key) or hparam_kind([values.get(key)])
-            if kind == "number" and isinstance(value, (int, float)) and not isinstance(value, bool):
+            if kind == "number" and is_number(value):
                 hp[key] = value
             else:  # bools too: torch would write them as 0/1 numbers
                 hp[key] = str(value).lower() if isinstance(value, bool) else str(hparam_value(value))
