@@ -8,13 +8,15 @@ from typing import Any
 from torch import nn
 
 from .heads import assemble
-from .model import HEADS, build_encoder, build_head, init_weights
+from .model import HEADS, INITS, build_encoder, build_head, init_weights
 from .registry import ConfigError, is_number
 
 
-def build_model(*, head: Any = "linear", num_classes: int = 10, init_scale: float = 1.0, **kwargs: Any) -> nn.Module:
-    """The one model builder: `build_encoder` and a registered head, initialised for the
-    configured activation, its conv and linear weights multiplied by `init_scale`.
+def build_model(*, head: Any = "linear", num_classes: int = 10, init: str = "he", dirac: bool = False,
+                init_scale: float = 1.0, **kwargs: Any) -> nn.Module:
+    """The one model builder: `build_encoder` and a registered head, initialised by the
+    `init` scheme for the configured activation (`dirac`: conv units start as the
+    identity), its conv and linear weights multiplied by `init_scale`.
     Arguments `build_encoder` takes build the encoder (errors name
     them `model.*`); the rest go to the head (`head.*`): a `Classifier` for `linear`, a
     `Segmenter` for the dense `decoder` head. Plain Python values only, so it works
@@ -37,5 +39,11 @@ def build_model(*, head: Any = "linear", num_classes: int = 10, init_scale: floa
         raise e.with_prefix("head") from None
     if not is_number(init_scale) or not init_scale > 0:
         raise ConfigError("model.init_scale", f"{init_scale!r} must be a number > 0 (1 = the default init)")
+    if init not in INITS:
+        raise ConfigError("model.init", f"{init!r}; choose one of: {', '.join(INITS)} (he: torchvision's, "
+                          "torch: PyTorch's defaults, as airbench)")
+    if not isinstance(dirac, bool):
+        raise ConfigError("model.dirac", f"{dirac!r} must be true or false")
     act = encoder.unit_args["act"]
-    return init_weights(assemble(encoder, head_module), act, encoder.unit_args["act_args"], init_scale)
+    return init_weights(assemble(encoder, head_module), act, encoder.unit_args["act_args"], init_scale,
+                        init, dirac)

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from .layers import ACTS, NORMS, POOLS, MaxPool2d
-from .registry import ConfigError, Registry, call_with_accepted, is_int
+from .registry import ConfigError, Registry, call_with_accepted, is_int, is_number
 from .whiten import PatchWhitening, whiten_args as check_whiten_args
 
 PARTS = ("conv", "norm", "act", "pool")
@@ -93,22 +93,47 @@ class Classifier(nn.Module):
         return x
 
 
+class Scale(nn.Module):
+    """Multiplies its input by a constant (airbench's `Mul(1/9)` on the logits)."""
+
+    def __init__(self, factor: float):
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.factor
+
+    def extra_repr(self) -> str:
+        return f"factor={self.factor:g}"
+
+
 class LinearHead(nn.Sequential):
-    def __init__(self, in_channels: int, num_classes: int, dropout: float = 0.0):
+    def __init__(self, in_channels: int, num_classes: int, dropout: float = 0.0, global_pool: str = "avg",
+                 bias: bool = True, scale: float = 1.0):
         super().__init__(OrderedDict(
-            gap=nn.AdaptiveAvgPool2d(1),
+            pool=nn.AdaptiveAvgPool2d(1) if global_pool == "avg" else nn.AdaptiveMaxPool2d(1),
             flatten=nn.Flatten(),
             dropout=nn.Dropout(dropout) if dropout > 0 else nn.Identity(),
-            fc=nn.Linear(in_channels, num_classes),
+            fc=nn.Linear(in_channels, num_classes, bias=bias),
+            scale=Scale(scale) if scale != 1 else nn.Identity(),
         ))
         self.out_channels = num_classes
 
 
-@HEADS.register("linear", "global average pool → optional dropout → linear")
-def linear_head(in_channels: int, num_classes: int, dropout: float = 0.0) -> nn.Module:
-    if not 0.0 <= dropout < 1.0:
-        raise ConfigError("dropout", f"{dropout} is not a probability in [0, 1)")
-    return LinearHead(in_channels, num_classes, dropout)
+@HEADS.register("linear", "global average (or max) pool → optional dropout → linear → optional scale")
+def linear_head(in_channels: int, num_classes: int, dropout: float = 0.0, global_pool: str = "avg",
+                bias: bool = True, scale: float = 1.0) -> nn.Module:
+    """`global_pool`: avg (torchvision) or max over the whole map (airbench); `scale` multiplies
+    the logits: below 1 it slows the head's learning by its square (airbench: 1/9)."""
+    if not is_number(dropout) or not 0.0 <= dropout < 1.0:
+        raise ConfigError("dropout", f"{dropout!r} is not a probability in [0, 1)")
+    if global_pool not in ("avg", "max"):
+        raise ConfigError("global_pool", f"{global_pool!r}; choose one of: avg, max")
+    if not isinstance(bias, bool):
+        raise ConfigError("bias", f"{bias!r} must be true or false")
+    if not is_number(scale) or not scale > 0:
+        raise ConfigError("scale", f"{scale!r} must be a number > 0 (1 = the logits as they are; airbench: 1/9)")
+    return LinearHead(in_channels, num_classes, dropout, global_pool, bias, scale)
 
 
 def _conv_out(size: int, kernel_size: int, stride: int, padding: int, dilation: int = 1) -> int:
@@ -270,27 +295,56 @@ def build_head(name: str, in_channels: int, num_classes: int, **head_args: Any) 
     return call_with_accepted(HEADS.get(name, "name"), head_args, in_channels, num_classes)
 
 
+INITS = ("he", "torch")
+
+
+def _dirac(conv: nn.Conv2d) -> None:
+    """airbench's identity init: the first in_channels filters (per group) pass their
+    input channel straight through; the others keep their random init."""
+    g = conv.groups
+    w = conv.weight.data.view(g, conv.out_channels // g, *conv.weight.shape[1:])
+    for group in w:
+        nn.init.dirac_(group[:group.shape[1]])
+
+
 def init_weights(model: nn.Module, act: Any = "relu", act_args: dict[str, Any] | None = None,
-                 scale: float = 1.0) -> nn.Module:
-    """torchvision's VGG/ResNet init: He-normal convs with the gain of the activation that
-    follows them (mmcv's ConvModule does the same), unit norms, small linear weights.
-    `scale` multiplies every conv and linear weight afterwards: away from 1, the signal
-    grows or shrinks by about that factor per layer unless a norm rescales it (the
+                 scale: float = 1.0, scheme: str = "he", dirac: bool = False) -> nn.Module:
+    """torchvision's VGG/ResNet init (`he`): He-normal convs with the gain of the activation
+    that follows them (mmcv's ConvModule does the same), unit norms, small linear weights;
+    or PyTorch's own defaults (`torch`: uniform with 1/sqrt(3 fan_in) std, as airbench
+    has it). `dirac` then starts each conv unit's first in_channels filters as the identity
+    (airbench). `scale` multiplies every conv and linear weight last: away from 1, the
+    signal grows or shrinks by about that factor per layer unless a norm rescales it (the
     claim that BatchNorm lowers the sensitivity to initialisation)."""
     nonlinearity = ACTS.meta(act, "init", "relu")
     slope = (act_args or {}).get("negative_slope", 0.01) if nonlinearity == "leaky_relu" else 0
     for m in model.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-            nn.init.kaiming_normal_(m.weight, a=slope, mode="fan_out", nonlinearity=nonlinearity)
-            m.weight.data.mul_(scale)
+            if scheme == "torch":
+                m.reset_parameters()
+            else:
+                nn.init.kaiming_normal_(m.weight, a=slope, mode="fan_out", nonlinearity=nonlinearity)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm, nn.InstanceNorm2d)) and m.affine:
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
         elif isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, 0, 0.01 * scale)
-            nn.init.zeros_(m.bias)
+            if scheme == "torch":
+                m.reset_parameters()
+            else:
+                nn.init.normal_(m.weight, 0, 0.01)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    if dirac:
+        for m in model.modules():
+            if isinstance(m, ConvUnit) and isinstance(getattr(m, "conv", None), nn.Conv2d) \
+                    and not isinstance(m.conv, PatchWhitening):
+                _dirac(m.conv)
+    if scale != 1:
+        for m in model.modules():
+            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+                m.weight.data.mul_(scale)
     for m in model.modules():  # after the generic pass: upsamplers that start smooth (blocks.heads)
         if callable(getattr(m, "init_smooth", None)):
             m.init_smooth()

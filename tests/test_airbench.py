@@ -256,6 +256,63 @@ def test_onecycle_is_airbenchs_warmup_then_linear_decay() -> None:
         sched.step()
 
 
+# ---------------------------------------------------------------- 8. identity init, PyTorch's init, the head
+
+def test_dirac_starts_each_conv_unit_as_the_identity_on_its_first_filters() -> None:
+    torch.manual_seed(0)
+    model = build_model(widths=[8, 16, 16], dirac=True, norm="none", act="none", pool="none",
+                        conv_args={"bias": False}, whiten=True, input_size=9)
+    x = torch.randn(2, 8, 6, 6)
+    widen = model.encoder[2][0].conv  # 8 -> 16: the first 8 filters copy the input, the others stay random
+    out = widen(x)
+    assert torch.equal(out[:, :8], x) and out[:, 8:].abs().sum() > 0
+    same = model.encoder[3][0].conv  # 16 -> 16: the identity, every filter
+    y = torch.randn(2, 16, 6, 6)
+    assert torch.equal(same(y), y)
+    assert isinstance(model.encoder[0][0].conv, PatchWhitening)  # fitted from data later, never dirac'd
+    grouped = build_model(widths=[8, 8], dirac=True, conv_args={"groups": 2, "bias": False}, in_channels=4)
+    z = torch.randn(2, 8, 5, 5)
+    assert torch.equal(grouped.encoder[1][0].conv(z), z)  # per group: each channel to itself
+    plain = build_model(widths=[8, 8], conv_args={"bias": False})
+    assert not torch.equal(plain.encoder[1][0].conv(z), z)
+
+
+def test_init_torch_is_pytorchs_default_fan_in_uniform_as_airbench() -> None:
+    torch.manual_seed(0)
+    model = build_model(widths=[64, 256], init="torch")
+    conv = model.encoder[1][0].conv
+    fan_in = conv.in_channels * 9
+    assert conv.weight.std().item() == pytest.approx(1 / (3 * fan_in) ** 0.5, rel=0.03)
+    assert conv.weight.abs().max().item() <= 1 / fan_in ** 0.5  # uniform in +-1/sqrt(fan_in)
+    fc = model.head.fc
+    assert fc.weight.std().item() == pytest.approx(1 / (3 * 256) ** 0.5, rel=0.1) and not fc.bias.any()
+    he = build_model(widths=[64, 256]).encoder[1][0].conv  # torchvision's: sqrt(2 / fan_out)
+    assert he.weight.std().item() == pytest.approx((2 / (256 * 9)) ** 0.5, rel=0.03)
+
+
+def test_the_linear_head_max_pools_drops_its_bias_and_scales_the_logits() -> None:
+    torch.manual_seed(0)
+    model = build_model(widths=[8], norm="none", global_pool="max", bias=False, scale=1 / 9)
+    head = model.head
+    assert head.fc.bias is None and isinstance(head.pool, nn.AdaptiveMaxPool2d)
+    features = torch.randn(3, 8, 4, 4)
+    expected = features.amax(dim=(2, 3)) @ head.fc.weight.T / 9
+    assert torch.allclose(head(features), expected, atol=1e-6)
+    opt = build_optimizer(model, "sgd", lr=0.1)
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
+
+
+@pytest.mark.parametrize("kwargs,key", [
+    ({"init": "xavier"}, "model.init"), ({"dirac": "yes"}, "model.dirac"),
+    ({"global_pool": "min"}, "head.global_pool"), ({"bias": 1}, "head.bias"),
+    ({"scale": 0}, "head.scale"), ({"scale": "big"}, "head.scale"),
+])
+def test_bad_init_and_head_options_name_the_key(kwargs: dict, key: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        build_model(widths=[8], **kwargs)
+    assert err.value.key == key
+
+
 # ---------------------------------------------------------------- the CLI: errors, inspect, a resumed run
 
 @pytest.mark.parametrize("arg,key", [("trainer.tta=mirror", "trainer.tta"), ("trainer.ema=1.5", "trainer.ema"),
@@ -272,6 +329,10 @@ def test_inspect_and_ls_show_the_ingredients(cli) -> None:
     for text in ("PatchWhitening", "patch whitening", "6 norm scales fixed at 1", "per 1024 images",
                  "name=onecycle", "pct_start=0.23", "lookahead: ema 0.95", "flip=alternate", "tta: flip_translate"):
         assert text in out, text
+    dirac = cli("inspect", "experiment=cifar10_90", "model.init=torch", "model.dirac=true",
+                "head.global_pool=max", "head.scale=0.111", check=True).stdout
+    for text in ("init: torch", "6 conv units start as the identity", "AdaptiveMaxPool2d", "Scale"):
+        assert text in dirac, text
     listing = cli("ls", check=True).stdout
     assert "flip_translate" in listing and "alternate" in listing and "cifar10_90" in listing
 
