@@ -262,11 +262,17 @@ def from_sweep(preset: str, claim: str) -> Callable[[SweepClaim], Callable[[Cont
 
 # ---------------------------------------------------------------- pooling
 
+def _encoder_pool(name: str) -> bool:
+    """A stage's pool in a layer table (`encoder.<stage>.<unit>.pool`), not the head's
+    global pool: the claims are about the 2x2 pools between stages."""
+    return name.startswith("encoder.") and name.endswith(".pool")
+
+
 def claim_pool_cost(ctx: Context) -> Row:
     claim = "2x2 stride-2 pooling halves H and W and cuts the next conv's cost by about 75%"
     x = torch.zeros(1, 3, 32, 32)
     pooled, flat = layer_table(build_model(), x), layer_table(build_model(pool="none"), x)
-    shapes = [r["shape"][-2:] for r in pooled if r["name"].endswith(".pool")]
+    shapes = [r["shape"][-2:] for r in pooled if _encoder_pool(r["name"])]
     flat_flops = {r["name"]: r["flops"] for r in flat}
     convs = [(r["name"], r["flops"], flat_flops[r["name"]]) for r in pooled
              if r["name"].endswith(".conv") and not r["name"].startswith("encoder.0.")]
@@ -301,7 +307,7 @@ def claim_receptive_field(ctx: Context) -> Row:
     x = torch.zeros(1, 3, 32, 32)
     rf = {pool: [r for r in layer_table(build_model(pool=pool), x) if r["rf"] is not None][-1]["rf"][0]
           for pool in ("max", "none")}
-    per_stage = [(r["name"], r["rf"][0]) for r in layer_table(build_model(), x) if r["name"].endswith(".pool")]
+    per_stage = [(r["name"], r["rf"][0]) for r in layer_table(build_model(), x) if _encoder_pool(r["name"])]
     details = [f"Theoretical receptive field of the encoder's output, default stack: {rf['max']} px with four 2x2 "
                f"max pools, {rf['none']} px without (four 3x3 convs: 1 + 4 x 2). After each pool: " +
                ", ".join(f"{n} {v} px" for n, v in per_stage) + "."]
