@@ -298,6 +298,13 @@ def build_head(name: str, in_channels: int, num_classes: int, **head_args: Any) 
 INITS = ("he", "torch")
 
 
+def unit_convs(model: nn.Module) -> list[nn.Conv2d]:
+    """The conv of every conv unit, encoder and decoder, but not the patch-whitening conv
+    (fitted to data): the convs `model.dirac` starts as the identity."""
+    return [m.conv for m in model.modules() if isinstance(m, ConvUnit)
+            and isinstance(getattr(m, "conv", None), nn.Conv2d) and not isinstance(m.conv, PatchWhitening)]
+
+
 def _dirac(conv: nn.Conv2d) -> None:
     """airbench's identity init: the first in_channels filters (per group) pass their
     input channel straight through; the others keep their random init."""
@@ -337,10 +344,8 @@ def init_weights(model: nn.Module, act: Any = "relu", act_args: dict[str, Any] |
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
     if dirac:
-        for m in model.modules():
-            if isinstance(m, ConvUnit) and isinstance(getattr(m, "conv", None), nn.Conv2d) \
-                    and not isinstance(m.conv, PatchWhitening):
-                _dirac(m.conv)
+        for conv in unit_convs(model):
+            _dirac(conv)
     if scale != 1:
         for m in model.modules():
             if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sampler.blocks.layers import sliding_window
-from sampler.blocks.model import ConvUnit
+from sampler.blocks.model import unit_convs
 from sampler.blocks.whiten import FIT_IMAGES, PatchWhitening
 
 from ..train.cost import activation_memory
@@ -87,12 +87,10 @@ def training_recipe(cfg: dict[str, Any], model: torch.nn.Module) -> list[str]:
                  for n in whiten]
         parts += [f"{len(scales)} norm scales fixed at 1 (model.norm_args.freeze_scale)"] if scales else []
         lines.append(f"frozen: {sum(p.numel() for _, p in frozen):,} params: " + "; ".join(parts))
-    m = cfg["model"]
-    dirac = sum(1 for unit in model.modules() if isinstance(unit, ConvUnit) and isinstance(
-        getattr(unit, "conv", None), torch.nn.Conv2d) and not isinstance(unit.conv, PatchWhitening))
-    lines.append(f"init: {m.get('init', 'he')} ({INIT_NAMES[m.get('init', 'he')]})"
-                 + (f"; {dirac} conv units start as the identity on their first in_channels filters "
-                    "(model.dirac)" if m.get("dirac") else ""))
+    init = cfg["model"].get("init", "he")
+    lines.append(f"init: {init} ({INIT_NAMES[init]})"
+                 + (f"; {len(unit_convs(model))} conv units start as the identity on their first in_channels "
+                    "filters (model.dirac)" if cfg["model"].get("dirac") else ""))
     t, o, s = cfg["trainer"], cfg["optim"], cfg["sched"]
     groups = build_optimizer(model, **o, batch_size=t["batch_size"]).param_groups
     shown = ", ".join(f"{g['lr']:.4g} (wd {g['weight_decay']:.3g})" for g in groups if g["params"])
