@@ -67,10 +67,36 @@ def on_slurm(slurm_conf: str, monkeypatch: pytest.MonkeyPatch) -> str:
     return slurm_conf
 
 
+def _default_sigint() -> None:
+    # A shell's background job starts with SIGINT ignored, and Python then installs no
+    # KeyboardInterrupt handler: the sweep gets Ctrl-C as a terminal user's would.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(cwd: Path, cache_dir: Path, data_root: Path, *args: str) -> subprocess.Popen:
-    env = {**os.environ, "SAMPLER_DATA": str(data_root), "SAMPLER_CACHE": str(cache_dir), "COLUMNS": "200"}
+    # PYTHONFAULTHANDLER: on SIGABRT the process prints every thread's stack (see finish()).
+    env = {**os.environ, "SAMPLER_DATA": str(data_root), "SAMPLER_CACHE": str(cache_dir), "COLUMNS": "200",
+           "PYTHONFAULTHANDLER": "1"}
     return subprocess.Popen([sys.executable, "-m", "sampler.cli.app", *args], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=_default_sigint)
+
+
+def finish(proc: subprocess.Popen, out: Output, timeout: float) -> None:
+    """Wait for the process to end; if it does not, fail with its output and the stack of
+    each of its threads (SIGABRT under PYTHONFAULTHANDLER), so that a rare hang explains itself."""
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        out.join(timeout=10)
+        pytest.fail(f"the process did not end within {timeout:.0f}s; its output, then its threads' stacks:\n"
+                    f"{out.text}")
+    out.join(timeout=10)
 
 
 class Output(threading.Thread):
@@ -135,7 +161,7 @@ def test_a_cancelled_job_is_recorded_and_resume_submits_only_it(on_slurm, cli, c
         sweep = job_dir.parent
         (task,) = [t for t, o in array_tasks(sweep).items() if LONG in o and "trainer.epochs=300" in o]
         subprocess.run(["scancel", task], check=True, timeout=30)
-        proc.wait(timeout=300)
+        finish(proc, out, 300)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -200,8 +226,7 @@ def test_a_request_no_node_can_give_is_named_and_ctrl_c_leaves_the_jobs_running(
         array = wait_until(lambda: next((line.split()[3].rstrip(":") for line in out.lines
                                          if line.startswith("SLURM array job")), None), 10, "the array id")
         proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=60)
-        out.join(timeout=10)
+        finish(proc, out, 60)
         assert proc.returncode == 130, out.text
         text = out.text
         assert "Traceback" not in text, text
