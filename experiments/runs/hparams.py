@@ -73,7 +73,7 @@ def _shipped_values() -> tuple[dict[str, list[Any]], frozenset[str]]:
         if group.name in ("hydra", "experiment") or group.name.startswith("_"):
             continue
         names = sorted(f.name[:-5] for f in group.iterdir() if f.name.endswith(".yaml"))
-        options = [_option_values(group, name) for name in names]
+        options = [option_values(group, name) for name in names]
         for key in sorted({k for o in options for k in o}):
             found = [o[key] for o in options if key in o]
             if len(found) == len(options):
@@ -84,14 +84,14 @@ def _shipped_values() -> tuple[dict[str, list[Any]], frozenset[str]]:
     return values, frozenset(complete)
 
 
-def _option_values(group: Any, name: str) -> dict[str, Any]:
+def option_values(group: Any, name: str) -> dict[str, Any]:
     """One option's flat keys, after the siblings it extends (`defaults: [progressive, _self_]`)."""
     text = (group / f"{name}.yaml").read_text()
     cfg: dict[str, Any] = OmegaConf.to_container(OmegaConf.create(text)) or {}  # type: ignore[assignment]
     out: dict[str, Any] = {}
     for base in cfg.pop("defaults", None) or []:
         if isinstance(base, str) and base != "_self_" and (group / f"{base}.yaml").is_file():
-            out.update(_option_values(group, base))
+            out.update(option_values(group, base))
     global_package = any(line.strip() == "# @package _global_" for line in text.splitlines()[:5])
     out.update(flatten(cfg, "" if global_package else group.name + "."))
     return out
