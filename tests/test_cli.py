@@ -83,14 +83,44 @@ def test_the_override_check_composes_only_for_keys_some_option_lacks(monkeypatch
     monkeypatch.setattr(config, "compose", lambda o: composed.append(list(o)) or real(o))
     config.check_override_keys(["seed=1", "model.pool=avg", "optim.lr=0.1", "data.augment.flip=false"])
     assert composed == []
-    config.check_override_keys(["optim=sgd", "optim.momentum=0.8"])  # sgd has momentum
-    assert composed == [["optim=sgd"]]
+    # Keys of the chosen options only are read from their files, where no preset or task
+    # changes other groups' choices: cifar10's val_size, sgd's momentum.
+    config.check_override_keys(["data.val_size=500", "data.test_size=500"])
+    config.check_override_keys(["optim=sgd", "optim.momentum=0.8"])
+    assert composed == []
     with pytest.raises(ConfigError) as e:
-        config.check_override_keys(["optim=adamw", "optim.momentum=0.8"])  # adamw has not
+        config.check_override_keys(["optim=adamw", "optim.momentum=0.8"])  # adamw has not: composed
     assert e.value.key == "optim.momentum" and "is not a config key" in e.value.message
+    assert composed == [["optim=adamw"]]
+    config.check_override_keys(["task=segmentation", "task.class_balance=1"])  # it changes data and head
+    config.check_override_keys(["experiment=camvid_fast", "task.class_balance=0.5"])
+    assert composed[1:] == [["task=segmentation"], ["experiment=camvid_fast"]]
     with pytest.raises(ConfigError) as e:
         config.check_override_keys(["trainer.epoch=3"])
     assert "trainer.epochs" in e.value.message
+
+
+def test_the_keys_read_from_the_chosen_options_are_those_hydra_composes() -> None:
+    # The override check trusts chosen_keys instead of composing: for every option of every
+    # group, it must name exactly the keys of Hydra's composition, or decline (None).
+    from importlib import resources
+
+    from sampler.experiments.runs.hparams import flatten
+    from sampler.experiments.tools import config
+
+    root, read = resources.files("sampler.configs"), 0
+    for group in sorted(config.config_groups() - {"experiment", "hydra"}):
+        for option in sorted(f.name[:-5] for f in (root / group).iterdir() if f.name.endswith(".yaml")):
+            static = config.chosen_keys([f"{group}={option}"])
+            if static is None:
+                continue
+            composed = flatten(config.compose([f"{group}={option}"]))
+            assert static == set(composed) | {p for k in composed for p in config._prefixes(k)}, (group, option)
+            read += 1
+    assert read >= 12
+    assert config.chosen_keys(["task=segmentation"]) is None  # `override /data: camvid`
+    assert config.chosen_keys(["experiment=cifar10_90"]) is None and config.chosen_keys(["head=null"]) is None
+    assert config.chosen_keys(["data=nosuch"]) is None
 
 
 @pytest.mark.parametrize("source", ["jpeg_tree", "pickles",

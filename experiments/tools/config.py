@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import difflib
 from importlib import resources
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
+
+from omegaconf import OmegaConf
 
 from ..errors import ConfigError
-from ..runs.hparams import always_present, flatten
+from ..runs.hparams import always_present, flatten, option_values
 
 
 def compose(overrides: Sequence[str]) -> dict[str, Any]:
@@ -57,6 +59,8 @@ def check_override_keys(args: Sequence[str]) -> None:
             values.append(key)
     if not values or (all(always_present(key) for key in values) and not any(c.endswith("=null") for c in choices)):
         return  # every composition has these keys: no need to compose one (a third of a second)
+    if (chosen := chosen_keys(choices)) is not None and all(key in chosen for key in values):
+        return  # the options this command chooses have them (a tenth of a second)
     try:
         cfg = compose(choices)
     except (HydraException, OmegaConfBaseException):
@@ -69,6 +73,31 @@ def check_override_keys(args: Sequence[str]) -> None:
             hint = f"did you mean {' or '.join(close)}? " if close else ""
             raise ConfigError(key, f"is not a config key; {hint}`sampler train --cfg job` prints every key "
                               f"(add a new key on purpose with +{key}=...)")
+
+
+def chosen_keys(choices: Sequence[str]) -> set[str] | None:
+    """The keys (leaves and sections) of the composition these `group=option` choices make,
+    read from train.yaml and the chosen options' own files, without composing; None where
+    that reading could be wrong: a preset or an option that changes other groups' choices
+    (`override /data: camvid`), or a group set to null. Never more keys than Hydra's
+    composition has, so a key missing here is only checked by composing."""
+    root = resources.files("sampler.configs")
+    top = OmegaConf.create((root / "train.yaml").read_text())
+    picked = {str(next(iter(d))): d[next(iter(d))] for d in top.defaults
+              if isinstance(d, Mapping) and len(d) == 1 and not str(next(iter(d))).startswith("override ")}
+    picked.update(c.split("=", 1) for c in choices)
+    if picked.pop("experiment", None) not in (None, "null") or any(v in (None, "null") for v in picked.values()):
+        return None
+    keys = set(flatten(OmegaConf.to_container(top, resolve=False), "")) - {"defaults"}  # type: ignore[arg-type]
+    keys = {k for k in keys if not k.startswith(("defaults", "hydra."))}
+    for group, option in picked.items():
+        folder = root / group
+        if not (folder / f"{option}.yaml").is_file():
+            return None  # a wrong choice: composing says so in Hydra's words
+        if any(line.strip().startswith("- override /") for line in (folder / f"{option}.yaml").read_text().splitlines()):
+            return None
+        keys.update(option_values(folder, str(option)))
+    return keys | {prefix for k in keys for prefix in _prefixes(k)}
 
 
 def _prefixes(key: str) -> list[str]:
