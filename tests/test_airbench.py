@@ -21,7 +21,8 @@ from sampler.blocks.whiten import PatchWhitening, fit_whitening
 from sampler.experiments.data import Split, TensorLoader
 from sampler.experiments.errors import ConfigError
 from sampler.experiments.train.loop import TTA, evaluate, tta_mode
-from sampler.experiments.train.optim import build_lookahead, build_optimizer, build_scheduler, check_optimizer
+from sampler.experiments.train.optim import (MuonSGD, build_lookahead, build_optimizer, build_scheduler,
+                                             check_optimizer, orthogonalize)
 from test_faults import env, figures, start, wait_for_epochs  # noqa: F401  (env: a fixture)
 
 ALL_ON = ["model.whiten=true", "model.norm_args.freeze_scale=true", "trainer.ema=0.9", "trainer.ema_every=3",
@@ -337,11 +338,99 @@ def test_inspect_and_ls_show_the_ingredients(cli) -> None:
     assert "flip_translate" in listing and "alternate" in listing and "cifar10_90" in listing
 
 
+# ---------------------------------------------------------------- 9. Muon on the conv filters
+
+@pytest.mark.parametrize("shape", [(16, 72), (72, 16), (24, 48)])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_orthogonalize_brings_every_singular_value_near_one_along_the_gradients_directions(shape, dtype) -> None:
+    torch.manual_seed(0)
+    g = torch.randn(*shape) * torch.logspace(0, 1, shape[1])  # a decade of column scales: condition 4-15
+    assert torch.linalg.cond(g) > 3
+    u, _, vh = torch.linalg.svd(g, full_matrices=False)
+    for steps in (3, 5):
+        o = orthogonalize(g, steps, dtype)
+        assert o.shape == g.shape and o.dtype == g.dtype
+        s = torch.linalg.svdvals(o)
+        assert 0.6 < s.min() and s.max() < 1.25, (steps, s.min(), s.max())  # not U V^T exactly: Muon's choice
+        cos = torch.nn.functional.cosine_similarity(o.flatten(), (u @ vh).flatten(), dim=0)
+        assert cos > 0.975, (steps, cos)
+
+
+def test_muon_steps_the_filters_by_the_orthogonalised_nesterov_momentum_and_the_rest_by_sgd() -> None:
+    torch.manual_seed(0)
+    model = build_model(widths=[4, 8], whiten=True, norm_args={"freeze_scale": True}, num_classes=3)
+    opt = build_optimizer(model, "muon", lr=0.1, momentum=0.6, ns_steps=3, sgd_lr=2.0, sgd_momentum=0.85,
+                          weight_decay=0.01, batch_size=64)
+    assert isinstance(opt, MuonSGD)
+    (muon,) = [g for g in opt.param_groups if g.get("muon")]
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    whiten = [m for m in convs if not m.weight.requires_grad]
+    assert len(whiten) == 1 and all(p is not whiten[0].weight for p in muon["params"])
+    assert {id(p) for p in muon["params"]} == {id(m.weight) for m in convs if m.weight.requires_grad}
+    rest = {id(p) for g in opt.param_groups if not g.get("muon") for p in g["params"]}
+    assert not rest & {id(p) for p in muon["params"]} and rest  # the head, biases and norm biases
+    x = torch.randn(8, 3, 12, 12)
+    fit_whitening(model, lambda n: x[:n])
+    before = {id(p): p.detach().clone() for p in model.parameters()}
+    grads = {}
+    for i in range(2):  # the second step uses the momentum buffer
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), torch.arange(8) % 3).backward()
+        grads[i] = {id(p): p.grad.clone() for p in model.parameters() if p.grad is not None}
+        expected = {}
+        for p in muon["params"]:
+            g0 = grads[0][id(p)]
+            buf = g0 if i == 0 else 0.6 * g0 + grads[1][id(p)]
+            update = grads[i][id(p)] + 0.6 * buf  # Nesterov
+            w = p.detach() * len(p) ** 0.5 / p.detach().norm()  # rescaled to norm sqrt(out) first
+            expected[id(p)] = w - 0.1 * orthogonalize(update.reshape(len(p), -1), 3).view_as(p)
+        opt.step()
+        for p in muon["params"]:
+            torch.testing.assert_close(p.detach(), expected[id(p)])
+            assert p.grad is not None  # handed back after SGD's step skipped it
+    head = model.head.linear.weight if hasattr(model.head, "linear") else next(
+        m.weight for m in model.modules() if isinstance(m, nn.Linear))
+    assert not torch.equal(head.detach(), before[id(head)])  # SGD trained the rest
+    assert all(torch.equal(p, before[id(p)]) for p in whiten[0].parameters() if not p.requires_grad)
+
+
+@pytest.mark.parametrize("kwargs,key", [
+    ({"momentum": 1.0}, "optim.momentum"),
+    ({"sgd_momentum": -0.1}, "optim.sgd_momentum"),
+    ({"sgd_lr": 0}, "optim.sgd_lr"),
+    ({"ns_steps": 0}, "optim.ns_steps"),
+    ({"ns_steps": 2.5}, "optim.ns_steps"),
+    ({"normalize": "yes"}, "optim.normalize"),
+])
+def test_bad_muon_options_name_the_key(kwargs: dict, key: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        check_optimizer("muon", lr=0.1, **kwargs)
+    assert err.value.key == key
+
+
+def test_muon_on_a_model_without_trainable_conv_filters_is_refused() -> None:
+    with pytest.raises(ConfigError, match="optim=sgd"):
+        build_optimizer(nn.Linear(4, 2), "muon", lr=0.1, batch_size=64)
+
+
+def test_inspect_shows_muon_and_what_the_rest_trains_with(cli) -> None:
+    out = cli("inspect", "experiment=cifar10_90", "optim=muon", "optim.name=muon", "optim.lr=0.08",
+              "optim.momentum=0.6", check=True).stdout
+    text = " ".join(out.split())
+    assert "muon on 6 conv filter banks: lr 0.08 per update, momentum 0.6 (Nesterov), 3 Newton-Schulz steps" in text
+    assert "the rest Nesterov SGD" in text and "sgd_lr" in text
+
+
 LONG = ["data.subset=2000", "data.val_size=100", "trainer.epochs=3", "model.widths=[8,16]",
         "trainer.batch_size=10", "trainer.threads=1", "trainer.eval_batch_size=100"]
 
 
-def test_a_run_with_every_ingredient_stopped_mid_epoch_resumes_exactly(tmp_path: Path, env: dict) -> None:
+MUON = [a for a in ALL_ON if not a.startswith("optim.")] + ["optim=muon", "optim.lr=0.05", "optim.sgd_lr=2.0",
+                                                           "optim.norm_lr_scale=4"]
+
+
+@pytest.mark.parametrize("ALL_ON", [ALL_ON, MUON], ids=["sgd", "muon"])
+def test_a_run_with_every_ingredient_stopped_mid_epoch_resumes_exactly(tmp_path: Path, env: dict, ALL_ON) -> None:
     reference = tmp_path / "reference"
     subprocess.run([sys.executable, "-m", "sampler.cli.app", "train", *LONG, *ALL_ON,
                     f"hydra.run.dir={reference}"], cwd=tmp_path, env=env, check=True, capture_output=True)

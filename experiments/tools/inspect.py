@@ -93,9 +93,18 @@ def training_recipe(cfg: dict[str, Any], model: torch.nn.Module) -> list[str]:
                     "filters (model.dirac)" if cfg["model"].get("dirac") else ""))
     t, o, s = cfg["trainer"], cfg["optim"], cfg["sched"]
     groups = build_optimizer(model, **o, batch_size=t["batch_size"]).param_groups
-    shown = ", ".join(f"{g['lr']:.4g} (wd {g['weight_decay']:.3g})" for g in groups if g["params"])
-    units = " from lr and weight_decay per 1024 images (optim.decoupled)" if o.get("decoupled") else ""
-    lines.append(f"optim: {o['name']}, torch lr per group (weights, biases, norms): {shown}{units}")
+    muon = [g for g in groups if g.get("muon")]
+    shown = ", ".join(f"{g['lr']:.4g} (wd {g['weight_decay']:.3g})" for g in groups if g["params"] and not g.get("muon"))
+    if muon:
+        (g,) = muon
+        lines.append(f"optim: muon on {len(g['params'])} conv filter banks: lr {g['lr']:.4g} per update, momentum "
+                     f"{g['momentum']}{' (Nesterov)' if g['nesterov'] else ''}, {g['ns_steps']} Newton-Schulz steps "
+                     f"in {g['ns_dtype']}" + (", each bank rescaled to norm sqrt(out) first" if g["normalize"] else ""))
+        lines.append(f"optim: the rest Nesterov SGD, torch lr per group (weights, biases, norms): {shown} from "
+                     "sgd_lr and weight_decay per 1024 images")
+    else:
+        units = " from lr and weight_decay per 1024 images (optim.decoupled)" if o.get("decoupled") else ""
+        lines.append(f"optim: {o['name']}, torch lr per group (weights, biases, norms): {shown}{units}")
     lines.append("sched: " + ", ".join(f"{k}={v}" for k, v in s.items()) + " (a multiplier of the lr per step)")
     lines.append(f"lookahead: ema {t['ema']} per step, synced every {t['ema_every']} steps and at each epoch's end"
                  if t["ema"] else "lookahead: off (trainer.ema=0)")

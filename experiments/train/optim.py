@@ -29,15 +29,15 @@ NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)  # Ba
 
 
 def _param_groups(model: nn.Module, lr: float, weight_decay: float, decay_norm_and_bias: bool,
-                  norm_lr_scale: float) -> list[dict[str, Any]]:
+                  norm_lr_scale: float, skip: frozenset[int] = frozenset()) -> list[dict[str, Any]]:
     """Weight decay on conv/linear weights only, unless asked otherwise: decaying
     norm gains and biases only fights BatchNorm's scale invariance. Norm gains and
     biases train at `norm_lr_scale` times the lr (airbench: 64); frozen weights (a
-    whitening conv, frozen norm scales) are left out."""
+    whitening conv, frozen norm scales) and those in `skip` (ids) are left out."""
     in_norms = {id(p) for m in model.modules() if isinstance(m, NORM_LAYERS) for p in m.parameters(recurse=False)}
     weights, norms, biases = [], [], []
     for p in model.parameters():
-        if p.requires_grad:
+        if p.requires_grad and id(p) not in skip:
             (norms if id(p) in in_norms else weights if p.ndim > 1 else biases).append(p)
     other_decay = weight_decay if decay_norm_and_bias else 0.0
     return [{"params": weights, "lr": lr, "weight_decay": weight_decay},
@@ -59,13 +59,117 @@ def sgd(model: nn.Module, lr: float, momentum: float = 0.9, nesterov: bool = Tru
     if not decoupled:
         return torch.optim.SGD(_param_groups(model, lr, weight_decay, decay_norm_and_bias, norm_lr_scale),
                                lr=lr, momentum=momentum, nesterov=nesterov)
+    groups = _decoupled_groups(model, lr, momentum, weight_decay, decay_norm_and_bias, norm_lr_scale, batch_size)
+    return torch.optim.SGD(groups, lr=groups[0]["lr"], momentum=momentum, nesterov=nesterov)
+
+
+def _decoupled_groups(model: nn.Module, lr: float, momentum: float, weight_decay: float, decay_norm_and_bias: bool,
+                      norm_lr_scale: float, batch_size: int | None, skip: frozenset[int] = frozenset(),
+                      key: str = "optim.decoupled") -> list[dict[str, Any]]:
+    """`_param_groups` in airbench's units (see `sgd`): torch lr and weight decay per group."""
     if not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError("optim.decoupled", "needs the batch size (trainer.batch_size) to scale the lr")
+        raise ConfigError(key, "needs the batch size (trainer.batch_size) to scale the lr")
     step = lr * batch_size / (1024 * (1 + 1 / (1 - momentum)))
-    groups = _param_groups(model, step, weight_decay / lr, decay_norm_and_bias, norm_lr_scale)
+    groups = _param_groups(model, step, weight_decay / lr, decay_norm_and_bias, norm_lr_scale, skip)
     for group in groups:  # torch decays by lr * weight_decay per step: keep that product per image
         group["weight_decay"] *= step / group["lr"]
-    return torch.optim.SGD(groups, lr=step, momentum=momentum, nesterov=nesterov)
+    return groups
+
+
+# ---------------------------------------------------------------- Muon (optim=muon)
+
+# The quintic Newton-Schulz coefficients of Keller Jordan's Muon (also torch.optim.Muon's
+# defaults): they maximise the slope at zero, so 3-5 steps bring every singular value
+# of the normalised update into roughly [0.7, 1.2] instead of exactly 1, which trains as well.
+NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
+
+
+def orthogonalize(g: Tensor, steps: int, dtype: str = "bfloat16", eps: float = 1e-7) -> Tensor:
+    """About U V^T of g = U S V^T (g: out x in), by `steps` Newton-Schulz iterations in
+    `dtype` (a torch dtype's name): the update Muon takes, every direction of the gradient
+    scaled alike."""
+    a, b, c = NS_COEFFICIENTS
+    x = g.to(getattr(torch, dtype))
+    x = x / (x.norm() + eps)  # every singular value <= 1
+    tall = x.size(0) > x.size(1)
+    if tall:
+        x = x.T
+    for _ in range(steps):
+        m = x @ x.T
+        x = a * x + (b * m + c * m @ m) @ x
+    return (x.T if tall else x).to(g.dtype)
+
+
+class MuonSGD(torch.optim.SGD):
+    """Muon on the groups marked `muon` (conv filters, each bank seen as out x in*k*k), SGD
+    on the rest: one optimizer, so the schedule, lookahead and checkpoints see one.
+
+    A Muon step, as airbench94_muon: momentum (Nesterov optional) on the gradient, the
+    filter bank rescaled to norm sqrt(out) (`normalize`; BatchNorm after the conv makes
+    its scale irrelevant to the output, so this fixes the step's angle per lr), then
+    w -= lr * orthogonalize(update). torch.optim.Muon takes only 2-D parameters, and
+    these are 4-D."""
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        held = []
+        for group in self.param_groups:
+            if not group.get("muon"):
+                continue
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g, state = p.grad, self.state[p]
+                buf = state.get("momentum_buffer")
+                if buf is None:
+                    buf = state["momentum_buffer"] = torch.zeros_like(g)
+                buf.mul_(group["momentum"]).add_(g)
+                g = g.add(buf, alpha=group["momentum"]) if group["nesterov"] else buf
+                if group["normalize"]:
+                    p.mul_(len(p) ** 0.5 / p.norm().clamp_min(1e-12))
+                p.add_(orthogonalize(g.reshape(len(g), -1), group["ns_steps"], group["ns_dtype"]).view_as(p),
+                       alpha=-group["lr"])
+                held.append((p, p.grad))
+                p.grad = None  # SGD's step skips a parameter without a gradient
+        try:
+            return super().step(closure)
+        finally:
+            for p, grad in held:
+                p.grad = grad
+
+
+def muon_filters(model: nn.Module) -> list[nn.Parameter]:
+    """The trained conv filter banks (4-D weights) Muon updates; the frozen whitening conv
+    is not trained, and linear layers, biases and norms stay with SGD."""
+    return [m.weight for m in model.modules()
+            if isinstance(m, nn.Conv2d) and m.weight.requires_grad and m.weight.ndim == 4]
+
+
+@OPTIMIZERS.register("muon", "Muon on conv filters (orthogonalised momentum), SGD in airbench's units on the rest")
+def muon(model: nn.Module, lr: float, momentum: float = 0.6, nesterov: bool = True, ns_steps: int = 3,
+         normalize: bool = True, sgd_lr: float = 11.5, sgd_momentum: float = 0.85, weight_decay: float = 0.0153,
+         decay_norm_and_bias: bool = True, norm_lr_scale: float = 64.0,
+         batch_size: int | None = None) -> torch.optim.Optimizer:
+    """airbench94_muon's optimizer: `lr` is Muon's step for the filters (torch units: per
+    update, whatever the batch), the other parameters train with Nesterov SGD at `sgd_lr`
+    and `weight_decay` in airbench's decoupled units (per 1024 images, see `sgd`); the
+    filters get no weight decay. The Newton-Schulz steps run in bf16 where the device
+    does it natively, else in fp32."""
+    from .env import cpu_has_bf16
+
+    if nesterov and momentum <= 0:
+        raise ConfigError("optim.nesterov", "nesterov needs optim.momentum > 0; set optim.nesterov=false")
+    filters = muon_filters(model)
+    if not filters:
+        raise ConfigError("optim.name", "muon trains conv filters, and this model has none that train; "
+                          "use optim=sgd")
+    groups = _decoupled_groups(model, sgd_lr, sgd_momentum, weight_decay, decay_norm_and_bias, norm_lr_scale,
+                               batch_size, frozenset(map(id, filters)), "optim.sgd_lr")
+    on_cuda = filters[0].is_cuda
+    ns_dtype = "bfloat16" if on_cuda or cpu_has_bf16() else "float32"  # a name: checkpoints load weights_only
+    groups.append({"params": filters, "lr": lr, "weight_decay": 0.0, "muon": True, "momentum": momentum,
+                   "nesterov": nesterov, "ns_steps": ns_steps, "normalize": normalize, "ns_dtype": ns_dtype})
+    return MuonSGD(groups, lr=groups[0]["lr"], momentum=sgd_momentum, nesterov=True)
 
 
 @OPTIMIZERS.register("adamw", "AdamW (decoupled weight decay)")
@@ -98,6 +202,23 @@ def check_optimizer(name: str, **kwargs: Any) -> None:
     momentum = kwargs.get("momentum", 0.9)
     if decoupled and (not _is_number(momentum) or not 0 <= momentum < 1):
         raise ConfigError("optim.momentum", f"{momentum!r} must be in [0, 1) with optim.decoupled=true")
+    if name == "muon":
+        _check_muon(**kwargs)
+
+
+def _check_muon(momentum: Any = 0.6, sgd_momentum: Any = 0.85, sgd_lr: Any = 11.5, ns_steps: Any = 3,
+                normalize: Any = True, **_: Any) -> None:
+    for key, value in (("momentum", momentum), ("sgd_momentum", sgd_momentum)):
+        if not _is_number(value) or not 0 <= value < 1:
+            raise ConfigError(f"optim.{key}", f"{value!r} must be in [0, 1)")
+    if not _is_number(sgd_lr) or sgd_lr <= 0:
+        raise ConfigError("optim.sgd_lr", f"{sgd_lr!r} must be a positive number (per 1024 images, airbench 11.5)")
+    if not is_int(ns_steps) or not 1 <= ns_steps <= 20:
+        raise ConfigError("optim.ns_steps", f"{ns_steps!r} must be a whole number of Newton-Schulz steps in 1..20 "
+                          "(airbench 3, torch.optim.Muon 5)")
+    if not isinstance(normalize, bool):
+        raise ConfigError("optim.normalize", f"{normalize!r} must be true (rescale each filter bank to norm "
+                          "sqrt(out_channels) before its step, airbench) or false")
 
 
 def check_scheduler(name: str, warmup_epochs: Any = 0.0, **kwargs: Any) -> None:
