@@ -15,7 +15,8 @@ from sampler.blocks.registry import is_int
 
 from ..errors import ConfigError
 from .base import DATASETS, IMAGE_SUFFIXES, VOID, Dataset, DataSpec, Split
-from .cache import cached_tensors, source_key
+from .cache import cached_tensors
+from .fingerprint import source_key
 from .decode import decode
 from .splits import channel_stats, split_test, split_train
 

@@ -12,7 +12,8 @@ from torch import Tensor
 
 from ..errors import ConfigError
 from .base import DATASETS, Dataset, DataSpec, Split
-from .cache import cached_tensors, source_key
+from .cache import cached_tensors
+from .fingerprint import source_key
 from .decode import read_image_folder
 from .download import DownloadFailed, fetch_and_unpack
 from .splits import channel_stats, split_test, split_train

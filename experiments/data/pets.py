@@ -11,7 +11,8 @@ from torch import Tensor
 
 from ..errors import ConfigError
 from .base import DATASETS, VOID, Dataset, Split
-from .cache import cached_tensors, source_key
+from .cache import cached_tensors
+from .fingerprint import source_key
 from .camvid import SegmentationSet, check_size, resize_pair
 from .splits import channel_stats, split_train
 
