@@ -65,6 +65,57 @@ def test_a_changed_source_is_read_again(tmp_path: Path) -> None:
     assert not torch.equal(first["train_x"], second["train_x"])
 
 
+def odd_tree(root: Path) -> list[Path]:
+    """Folders and files with names a fingerprint must not trip on; the entries to fingerprint."""
+    for rel in ("a/x.jpg", "a/b c/y:1.jpg", "a-b", "é/ünï code.png", "a/new\nline.jpg", "top.bin"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(rel.encode() * 3)
+    (root / "a" / "link.jpg").symlink_to(root / "top.bin")
+    return sorted(root.iterdir())
+
+
+def test_the_fingerprint_a_child_process_computes_is_this_processs(tmp_path: Path, monkeypatch) -> None:
+    from sampler.experiments.data import fingerprint
+
+    entries = odd_tree(tmp_path)
+    here = fingerprint.source_key("folder", tmp_path, entries)
+    fingerprint.start("folder", tmp_path, reversed(entries))  # the order of the entries does not matter
+    assert len(fingerprint._PENDING) == 1
+    monkeypatch.setattr(fingerprint, "_source_key", lambda *a: pytest.fail("computed here, not by the child"))
+    assert fingerprint.source_key("folder", tmp_path, entries) == here
+    assert not fingerprint._PENDING
+    (tmp_path / "a" / "x.jpg").write_bytes(b"edited in place")  # size and mtime change: another key
+    monkeypatch.undo()
+    fingerprint.start("folder", tmp_path, entries)
+    assert fingerprint.source_key("folder", tmp_path, entries) != here
+
+
+@pytest.mark.parametrize("executable", ["/nonexistent/python", "/bin/echo", "/bin/false"])
+def test_without_a_childs_answer_the_fingerprint_is_computed_here(tmp_path: Path, monkeypatch, executable) -> None:
+    # No child (it cannot start), one that prints no key, one that fails: the same key, computed here.
+    from sampler.experiments.data import fingerprint
+
+    entries = odd_tree(tmp_path)
+    here = fingerprint.source_key("folder", tmp_path, entries)
+    monkeypatch.setattr(fingerprint.sys, "executable", executable)
+    fingerprint.start("folder", tmp_path, entries)
+    assert len(fingerprint._PENDING) == (executable != "/nonexistent/python")
+    assert fingerprint.source_key("folder", tmp_path, entries) == here
+    assert not fingerprint._PENDING
+
+
+def test_warm_starts_the_fingerprint_that_the_load_then_takes(tmp_path: Path, monkeypatch) -> None:
+    from sampler.experiments.data import DATASETS, fingerprint
+
+    write_jpeg_tree(tmp_path / "data", per_class=1)
+    DATASETS.get("cifar10").warm(root=str(tmp_path / "data"), subset=None)
+    assert len(fingerprint._PENDING) == 1
+    load_cifar10_tensors(tmp_path / "data", cache_dir=tmp_path / "cache")
+    assert not fingerprint._PENDING, "the load took the child's answer"
+    DATASETS.get("cifar10").warm(root=str(tmp_path / "no-data-here"))  # nothing to start, nothing raised
+    assert not fingerprint._PENDING
+
+
 def test_image_folder_tree_is_read_with_official_label_order(tmp_path: Path) -> None:
     write_jpeg_tree(tmp_path)
     t = load_cifar10_tensors(tmp_path, cache_dir=tmp_path / "cache")

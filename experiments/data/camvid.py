@@ -4,6 +4,7 @@ tensors like CIFAR-10 (DESIGN §6). Every segmentation set's void becomes VOID (
 load (CamVid says 11), so the loss and the metrics ignore a single value."""
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -15,6 +16,7 @@ from sampler.blocks.registry import is_int
 
 from ..errors import ConfigError
 from .base import DATASETS, IMAGE_SUFFIXES, VOID, Dataset, DataSpec, Split
+from . import fingerprint
 from .cache import cached_tensors
 from .fingerprint import source_key
 from .decode import decode
@@ -81,6 +83,11 @@ def _find_camvid(root: Path) -> Path | None:
     return None
 
 
+def _entries(path: Path) -> list[Path]:
+    """What the source's fingerprint covers: every file of the six split folders."""
+    return [f for split in SPLITS for suffix in ("", "annot") for f in (path / f"{split}{suffix}").iterdir()]
+
+
 def load_camvid_tensors(root: str | Path, size: Sequence[int], cache_dir: str | Path | None = None) -> dict[str, Tensor]:
     """CamVid's three splits as uint8 tensors at `size`, decoded once and cached."""
     root, size = Path(root).expanduser(), check_size(size)
@@ -89,8 +96,7 @@ def load_camvid_tensors(root: str | Path, size: Sequence[int], cache_dir: str | 
         raise ConfigError("data.root", f"no CamVid under {root.resolve()} (looked for camvid/ holding SegNet's "
                           "train/ trainannot/ val/ valannot/ test/ testannot/ folders). Set data.root=<folder "
                           "that holds it> (or the SAMPLER_DATA environment variable)")
-    folders = [path / f"{split}{suffix}" for split in SPLITS for suffix in ("", "annot")]
-    key = source_key("camvid", path, (f for folder in folders for f in folder.iterdir()))
+    key = source_key("camvid", path, _entries(path))
 
     def read() -> dict[str, Tensor]:
         tensors = {}
@@ -127,3 +133,10 @@ class SegmentationSet:
 class CamVid(SegmentationSet):
     classes, palette = CAMVID_CLASSES, CAMVID_PALETTE
     load = staticmethod(load_camvid)
+
+    @staticmethod
+    def warm(root: str, **_: object) -> None:
+        """Start the source's fingerprint in a child process (fingerprint.start)."""
+        with contextlib.suppress(OSError):
+            if (path := _find_camvid(Path(root).expanduser())) is not None:
+                fingerprint.start("camvid", path, _entries(path))

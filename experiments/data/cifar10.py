@@ -3,6 +3,7 @@ files, decoded once into the cache (DESIGN §6). With data.download=auto (or tru
 official archive is fetched into data.root when neither is there (download.py)."""
 from __future__ import annotations
 
+import contextlib
 import pickle
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from torch import Tensor
 
 from ..errors import ConfigError
 from .base import DATASETS, Dataset, DataSpec, Split
+from . import fingerprint
 from .cache import cached_tensors
 from .fingerprint import source_key
 from .decode import read_image_folder
@@ -104,9 +106,14 @@ def load_cifar10_tensors(root: str | Path, download: bool | str = False, cache_d
                           "image folders). Set data.root=<folder that holds one of them> (or the SAMPLER_DATA "
                           "environment variable), or set data.download=auto to fetch it when online")
     kind, path = found
-    entries = path.iterdir() if kind == "pickle" else (p for split in ("train", "test") for p in (path / split).iterdir())
-    return cached_tensors(cache_dir, f"cifar10-{kind}-{source_key(kind, path, entries)}.pt",
+    return cached_tensors(cache_dir, f"cifar10-{kind}-{source_key(kind, path, _entries(kind, path))}.pt",
                           lambda: _read_pickles(path) if kind == "pickle" else _read_folder(path))
+
+
+def _entries(kind: str, path: Path) -> list[Path]:
+    """What the source's fingerprint covers: the pickle folder's files, or each split's class folders."""
+    return list(path.iterdir()) if kind == "pickle" else [p for split in ("train", "test")
+                                                         for p in (path / split).iterdir()]
 
 
 def load_cifar10(root: str, download: bool | str = False, subset: int | None = None, val_size: int = 5000,
@@ -126,6 +133,15 @@ class Cifar10:
         return DataSpec(in_channels=3, input_size=32, num_classes=10)
 
     load = staticmethod(load_cifar10)
+
+    @staticmethod
+    def warm(root: str, **_: object) -> None:
+        """Start the source's fingerprint in a child process (fingerprint.start); the run
+        imports torch._dynamo meanwhile. Nothing when the source is not there yet."""
+        path = Path(root).expanduser()
+        with contextlib.suppress(OSError):
+            if (found := _find_source(path)) is not None:
+                fingerprint.start(*found, _entries(*found))
 
     @staticmethod
     def fetch(root: str, download: bool | str = False, url: str = CIFAR10_URL, md5: str | None = CIFAR10_MD5,

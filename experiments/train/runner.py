@@ -246,6 +246,8 @@ def _set_up(cfg: dict[str, Any], record: RunRecord, parallel_jobs: int, clock: _
         log.warning(warning)
     task = TASKS.get(cfg["task"]["name"], "task.name")(cfg)
     model, spec = make_model(cfg)
+    if (warm := getattr(DATASETS.get(cfg["data"]["name"]), "warm", None)) is not None:
+        call_with_accepted(warm, cfg["data"])  # the data's fingerprint, in a child process beside the import
     clock.import_dynamo()  # what the FLOP count (uncached) or else the first optimizer would import
     params, flops = count_cost(model, example_input(spec), cache_root(cfg["data"].get("cache_dir")))
     record.update({"model/params": params, "model/flops": flops, "device": str(device), "precision": precision,
