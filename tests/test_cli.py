@@ -50,7 +50,7 @@ def test_cfg_job_prints_the_composed_config(cli) -> None:
     (["model.widths=[8,8,8,8,8,8]"], "model.widths", "stages"),
     (["trainer.epochs=0"], "trainer.epochs", "positive integer"),
     (["trainer.device=tpu"], "trainer.device", "auto, cpu, cuda, mps"),
-    (["optim.name=adam"], "optim.name", "adamw, sgd"),
+    (["optim.name=adam"], "optim.name", "adamw, muon, sgd"),
     (["data.root=/nonexistent", "data.download=false"], "data.root", "data.download=auto"),
 ])
 def test_user_errors_are_one_paragraph_and_exit_2(cli, args: list[str], key: str, needle: str) -> None:
