@@ -23,6 +23,7 @@ import pytest
 from conftest import TINY, read_metrics, run_dirs
 
 from sampler.blocks import POOLS
+from sampler.experiments.train.optim import OPTIMIZERS
 
 TENSORBOARD = Path(sys.executable).with_name("tensorboard")
 
@@ -104,7 +105,7 @@ def test_hparams_and_scalars_served_by_a_real_tensorboard(cli, tmp_path: Path) -
         # the union: both optimizers' own keys are columns, whichever job's experiment TensorBoard read
         assert {"optim.momentum", "optim.nesterov", "optim.betas", "optim.eps"} <= set(infos)
         assert infos["model.pool"]["domainDiscrete"] == POOLS.names()
-        assert infos["optim.name"]["domainDiscrete"] == ["adamw", "sgd"]
+        assert infos["optim.name"]["domainDiscrete"] == OPTIMIZERS.names()  # every shipped option
         assert infos["trainer.channels_last"]["domainDiscrete"] == ["false", "true"]
         assert infos["optim.lr"]["type"] == "DATA_TYPE_FLOAT64"
         # The swept key leads, marked as differing, so TensorBoard shows it first.
