@@ -142,7 +142,7 @@ def muon_filters(model: nn.Module) -> list[nn.Parameter]:
     """The trained conv filter banks (4-D weights) Muon updates; the frozen whitening conv
     is not trained, and linear layers, biases and norms stay with SGD."""
     return [m.weight for m in model.modules()
-            if isinstance(m, nn.Conv2d) and m.weight.requires_grad and m.weight.ndim == 4]
+            if isinstance(m, nn.Conv2d) and m.weight.requires_grad]
 
 
 @OPTIMIZERS.register("muon", "Muon on conv filters (orthogonalised momentum), SGD in airbench's units on the rest")
@@ -155,7 +155,7 @@ def muon(model: nn.Module, lr: float, momentum: float = 0.6, nesterov: bool = Tr
     and `weight_decay` in airbench's decoupled units (per 1024 images, see `sgd`); the
     filters get no weight decay. The Newton-Schulz steps run in bf16 where the device
     does it natively, else in fp32."""
-    from .env import cpu_has_bf16
+    from .env import resolve_precision
 
     if nesterov and momentum <= 0:
         raise ConfigError("optim.nesterov", "nesterov needs optim.momentum > 0; set optim.nesterov=false")
@@ -165,8 +165,8 @@ def muon(model: nn.Module, lr: float, momentum: float = 0.6, nesterov: bool = Tr
                           "use optim=sgd")
     groups = _decoupled_groups(model, sgd_lr, sgd_momentum, weight_decay, decay_norm_and_bias, norm_lr_scale,
                                batch_size, frozenset(map(id, filters)), "optim.sgd_lr")
-    on_cuda = filters[0].is_cuda
-    ns_dtype = "bfloat16" if on_cuda or cpu_has_bf16() else "float32"  # a name: checkpoints load weights_only
+    # trainer.precision=auto's choice for this device; a name, as checkpoints load weights_only
+    ns_dtype = "bfloat16" if resolve_precision("auto", filters[0].device) == "bf16" else "float32"
     groups.append({"params": filters, "lr": lr, "weight_decay": 0.0, "muon": True, "momentum": momentum,
                    "nesterov": nesterov, "ns_steps": ns_steps, "normalize": normalize, "ns_dtype": ns_dtype})
     return MuonSGD(groups, lr=groups[0]["lr"], momentum=sgd_momentum, nesterov=True)
