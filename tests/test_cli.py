@@ -50,6 +50,7 @@ def test_cfg_job_prints_the_composed_config(cli) -> None:
     (["model.widths=[8,8,8,8,8,8]"], "model.widths", "stages"),
     (["trainer.epochs=0"], "trainer.epochs", "positive integer"),
     (["trainer.device=tpu"], "trainer.device", "auto, cpu, cuda, mps"),
+    (["trainer.compile=sometimes"], "trainer.compile", "true, false or auto"),
     (["optim.name=adam"], "optim.name", "adamw, muon, sgd"),
     (["data.root=/nonexistent", "data.download=false"], "data.root", "data.download=auto"),
 ])

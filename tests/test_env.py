@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from conftest import TINY, read_metrics, run_dirs
+from sampler.experiments.errors import ConfigError
 from sampler.experiments.train import env, runner
 
 CPU = torch.device("cpu")
@@ -91,10 +92,21 @@ def test_a_run_records_its_resolved_precision_and_its_start_up_in_three_parts(cl
     m = read_metrics(run)
     assert m["config"]["trainer"]["precision"] == "auto"
     assert m["precision"] == env.resolve_precision("auto", CPU), "auto is resolved before it is recorded"
+    assert m["compiled"] is False, "trainer.compile=false: the eager model trains"
     total, torch_s, dynamo_s, sampler_s = _parts(m)
     assert min(total, torch_s, dynamo_s, sampler_s) >= 0
     assert torch_s + dynamo_s + sampler_s == pytest.approx(total, abs=1e-6)
     assert torch_s > 0.1 and dynamo_s > 0, "a fresh process imports torch, and torch._dynamo in _set_up"
+
+
+def test_compile_auto_compiles_on_a_cuda_gpu_only() -> None:
+    assert env.resolve_compile("auto", torch.device("cuda")) is True
+    assert env.resolve_compile("auto", CPU) is False
+    assert env.resolve_compile(True, CPU) is True and env.resolve_compile(False, torch.device("cuda")) is False
+    for bad in ("yes", 1, None):
+        with pytest.raises(ConfigError, match="true, false or auto") as e:
+            env.resolve_compile(bad, CPU)
+        assert e.value.key == "trainer.compile"
 
 
 class _Clock(runner._StartupClock):

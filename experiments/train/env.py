@@ -100,6 +100,18 @@ def resolve_precision(name: str, device: torch.device) -> str:
     return name
 
 
+def resolve_compile(value: Any, device: torch.device) -> bool:
+    """`trainer.compile`: true, false, or auto = on a CUDA GPU only. torch.compile's fused
+    graphs pay where kernel launches dominate (a GPU); on the 2-core CPUs measured its
+    backward graph was slower than eager's kernels (docs/benchmarks.md)."""
+    if value == "auto":
+        return device.type == "cuda"
+    if isinstance(value, bool):
+        return value
+    raise ConfigError("trainer.compile", f"{value!r} must be true, false or auto (compile on a CUDA GPU only, "
+                      "where it pays; on a CPU eager was faster)")
+
+
 DETERMINISM = ("false", "true", "warn")
 NONDETERMINISTIC = " does not have a deterministic implementation"
 

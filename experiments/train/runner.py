@@ -29,7 +29,7 @@ from ..runs.record import RunRecord
 from .choices import domains
 from .cost import activation_memory, count_cost
 from .env import (contention, deterministic, nondeterministic_op, parse_deterministic, peak_memory_mb,
-                  reset_peak_memory, resolve_device, resolve_precision, rng_state, seconds_since_process_start,
+                  reset_peak_memory, resolve_compile, resolve_device, resolve_precision, rng_state, seconds_since_process_start,
                   seed_everything, set_rng_state, setup_threads, torch_import_seconds)
 from .loop import EpochState, StopAtStep, autocast, train_epoch, tta_mode
 from .model import example_input, make_model
@@ -118,7 +118,9 @@ def check_config(cfg: dict[str, Any]) -> None:
         raise ConfigError("trainer.label_smoothing", f"{t['label_smoothing']!r} must be in [0, 1)")
     if not is_int(cfg["seed"]):
         raise ConfigError("seed", f"{cfg['seed']!r} must be an integer")
-    resolve_precision(t["precision"], resolve_device(t["device"]))
+    device = resolve_device(t["device"])
+    resolve_precision(t["precision"], device)
+    resolve_compile(t["compile"], device)
     task = TASKS.get(cfg["task"]["name"], "task.name")(cfg)
     model, _ = make_model(cfg)
     task.check_model(model)
@@ -241,6 +243,7 @@ def _set_up(cfg: dict[str, Any], record: RunRecord, parallel_jobs: int, clock: _
     device = resolve_device(t["device"])
     reset_peak_memory(device)
     precision = resolve_precision(t["precision"], device)
+    compiled = resolve_compile(t["compile"], device)
     threads = setup_threads(t["threads"], parallel_jobs)
     if device.type == "cpu" and (warning := contention(threads)):
         log.warning(warning)
@@ -251,9 +254,9 @@ def _set_up(cfg: dict[str, Any], record: RunRecord, parallel_jobs: int, clock: _
     clock.import_dynamo()  # what the FLOP count (uncached) or else the first optimizer would import
     params, flops = count_cost(model, example_input(spec), cache_root(cfg["data"].get("cache_dir")))
     record.update({"model/params": params, "model/flops": flops, "device": str(device), "precision": precision,
-                   "threads": threads, "deterministic": parse_deterministic(t["deterministic"])})
-    log.info("model: %s params, %.1f MFLOPs per image; %s, %s, %d threads",
-             f"{params:,}", flops / 1e6, device, precision, threads)
+                   "compiled": compiled, "threads": threads, "deterministic": parse_deterministic(t["deterministic"])})
+    log.info("model: %s params, %.1f MFLOPs per image; %s, %s%s, %d threads", f"{params:,}", flops / 1e6,
+             device, precision, ", compiled" if compiled else "", threads)
 
     data = call_with_accepted(DATASETS.get(cfg["data"]["name"]).load, cfg["data"])
     log.info("data: %s, %d train / %d val / %d test images from %s", data.name, len(data.train),
@@ -266,7 +269,7 @@ def _set_up(cfg: dict[str, Any], record: RunRecord, parallel_jobs: int, clock: _
     steps = len(batches[0])
     optimizer = build_optimizer(model, **cfg["optim"], batch_size=t["batch_size"])
     scheduler = build_scheduler(optimizer, t["epochs"] * steps, steps, **cfg["sched"])
-    run = _Run(cfg, record, task, spec, model, torch.compile(model) if t["compile"] else model, optimizer,
+    run = _Run(cfg, record, task, spec, model, torch.compile(model) if compiled else model, optimizer,
                scheduler, task.loss(data, device), autocast(device, precision), batches, generator,
                best_val={"acc": 0.0, task.headline.name: 0.0},
                lookahead=build_lookahead(model, optimizer, steps, t["epochs"] * steps, t["ema"], t["ema_every"]))
