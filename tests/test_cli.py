@@ -52,6 +52,8 @@ def test_cfg_job_prints_the_composed_config(cli) -> None:
     (["trainer.device=tpu"], "trainer.device", "auto, cpu, cuda, mps"),
     (["trainer.compile=sometimes"], "trainer.compile", "true, false or auto"),
     (["optim.name=adam"], "optim.name", "adamw, muon, sgd"),
+    (["experiment=cifar10_fast", "optim=adamw"], "optim", "tunes optim.lr=0.2 for sgd"),
+    (["optim.name=muon"], "optim.name", "choose the optimizer with optim=muon"),
     (["data.root=/nonexistent", "data.download=false"], "data.root", "data.download=auto"),
 ])
 def test_user_errors_are_one_paragraph_and_exit_2(cli, args: list[str], key: str, needle: str) -> None:
@@ -99,6 +101,55 @@ def test_the_override_check_composes_only_for_keys_some_option_lacks(monkeypatch
     with pytest.raises(ConfigError) as e:
         config.check_override_keys(["trainer.epoch=3"])
     assert "trainer.epochs" in e.value.message
+
+
+def _check_optim(args: list[str]) -> None:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from sampler.experiments.tools import config
+
+    config.check_optimizer_choice(OverridesParser.create().parse_overrides(args))
+
+
+def test_a_presets_optimizer_values_never_reach_another_optimizer() -> None:
+    # For every preset and every optimizer option a command line can pick: either the pick
+    # is refused, naming the preset's tuned keys, or the optimizer trains with its own
+    # values (exactly what `optim=X` alone composes), never with the preset's.
+    from importlib import resources
+
+    from sampler.experiments.tools import config
+    from sampler.experiments.tools.listing import experiment_presets
+
+    options = sorted(f.name[:-5] for f in (resources.files("sampler.configs") / "optim").iterdir()
+                     if f.name.endswith(".yaml"))
+    refused, swapped = [], 0
+    for preset in experiment_presets():
+        own = config.compose([f"experiment={preset}"])["optim"]
+        for option in options:
+            args = [f"experiment={preset}", f"optim={option}"]
+            try:
+                _check_optim(args)
+            except ConfigError as e:
+                assert e.key == "optim" and f"experiment={preset} tunes optim." in e.message
+                refused.append((preset, option))
+                continue
+            got = config.compose(args)["optim"]
+            if got != own:
+                assert got == config.compose([f"optim={option}"])["optim"], (preset, option)
+                swapped += 1
+    assert ("cifar10_fast", "adamw") in refused and ("camvid_fast", "sgd") in refused
+    assert not [r for r in refused if r[0] in ("cifar10_90", "cifar10_10min", "cifar10_94")], refused
+    assert swapped >= 10
+
+
+def test_a_presets_optimizer_keys_given_again_are_the_users_choice() -> None:
+    _check_optim(["experiment=cifar10_fast", "optim=adamw", "optim.lr=0.003"])
+    _check_optim(["experiment=cifar10_fast", "optim=sgd"])  # its own optimizer
+    _check_optim(["optim=muon", "optim.name=muon"])
+    _check_optim(["optim.name=adam"])  # no such option: the registry names the choices
+    with pytest.raises(ConfigError) as e:
+        _check_optim(["experiment=camvid_fast", "optim=adamw,sgd"])  # each swept value is checked
+    assert e.value.key == "optim" and "optim=sgd" in e.value.message and "optim.lr=0.05" in e.value.message
 
 
 def test_the_keys_read_from_the_chosen_options_are_those_hydra_composes() -> None:

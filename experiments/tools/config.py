@@ -46,6 +46,7 @@ def check_override_keys(args: Sequence[str]) -> None:
         overrides = OverridesParser.create().parse_overrides(candidates)
     except HydraException:
         return  # Hydra reports malformed overrides itself
+    check_optimizer_choice(overrides)
     groups, values = config_groups(), []
     choices = []
     for o in overrides:
@@ -75,6 +76,87 @@ def check_override_keys(args: Sequence[str]) -> None:
                               f"(add a new key on purpose with +{key}=...)")
 
 
+def check_optimizer_choice(overrides: Sequence[Any]) -> None:
+    """A preset's `optim.*` values are tuned for its own optimizer: refuse a command line that
+    hands them to another one. `experiment=cifar10_fast optim=adamw` would otherwise train
+    AdamW at SGD's lr 0.2, 100x its own default, without a word (Hydra applies a preset's
+    values after every group's option). Presets that tune a whole optimizer pick an option
+    (`override /optim: airbench_sgd`) instead, which a command line's `optim=` replaces
+    whole. `optim.name=X` that differs from the chosen option's optimizer is refused too: it
+    would keep the other optimizer's values; `optim=X` brings X's own.
+    `overrides`: Hydra's parsed overrides."""
+    root = resources.files("sampler.configs")
+    given = {o.key_or_group for o in overrides}
+    for preset in _values(overrides, "experiment") or [None]:
+        own, tuned = None, {}
+        if preset is not None and (root / "experiment" / f"{preset}.yaml").is_file():
+            own = _preset_choice(preset, "optim")
+            tuned = {k: v for k, v in option_values(root / "experiment", preset).items()
+                     if k.startswith("optim.") and k != "optim.name" and k not in given}
+        for choice in _values(overrides, "optim") or [own[0] if own else _primary_choices()["optim"]]:
+            if own is not None and choice != own[0] and tuned:
+                raise ConfigError("optim", _leak_message(preset, own, choice, tuned))
+            if (root / "optim" / f"{choice}.yaml").is_file():  # else Hydra lists the options
+                _check_optim_name(choice, _values(overrides, "optim.name"))
+
+
+def _values(overrides: Sequence[Any], key: str) -> list[str]:
+    """What the last plain `key=...` override sets: its one value, or each of a sweep's."""
+    from hydra.core.override_parser.types import OverrideType
+
+    found = [o for o in overrides if o.key_or_group == key and o.package is None and o.type is OverrideType.CHANGE]
+    if not found:
+        return []
+    o = found[-1]
+    return [str(v) for v in o.sweep_string_iterator()] if o.is_sweep_override() else [o.get_value_element_as_str()]
+
+
+def _check_optim_name(choice: str, names: list[str]) -> None:
+    folder = resources.files("sampler.configs") / "optim"
+    values = option_values(folder, choice)
+    for name in names:
+        if name != values.get("optim.name") and (folder / f"{name}.yaml").is_file():
+            shown = ", ".join(f"{k[6:]} {values[k]}" for k in ("optim.lr", "optim.momentum") if k in values)
+            raise ConfigError("optim.name", f"{name} would keep optim={choice}'s values ({shown}, ...), which are "
+                              f"set for {values.get('optim.name')}; choose the optimizer with optim={name}, which "
+                              f"brings {name}'s own (`sampler train --cfg job optim={name}` prints them)")
+
+
+def _leak_message(preset: str, own: tuple[str, str], choice: str, leaked: dict[str, Any]) -> str:
+    option, where = own
+    folder = resources.files("sampler.configs") / "optim"
+    theirs = option_values(folder, choice) if (folder / f"{choice}.yaml").is_file() else {}
+    listed = ", ".join(f"{k}={v}" for k, v in sorted(leaked.items()))
+    defaults = ", ".join(f"{k}={theirs[k]}" for k in sorted(leaked) if k in theirs)
+    return (f"experiment={preset} tunes {listed} for {option} ({where}); with optim={choice} "
+            f"{'that value' if len(leaked) == 1 else 'those values'} would be handed to {choice}"
+            + (f", whose own {'default is' if len(leaked) == 1 else 'defaults are'} {defaults}" if defaults else "")
+            + f". Say what {choice} should use on the command line ("
+            + " ".join(f"{k}=<value>" if k in theirs else f"~{k}" for k in sorted(leaked))
+            + (f"; ~key drops a key {choice} does not take" if set(leaked) - set(theirs) else "")
+            + f"), or leave out optim={choice} to keep {option}")
+
+
+def _primary_choices() -> dict[str, Any]:
+    """The option train.yaml's defaults list picks for each group."""
+    top = OmegaConf.create((resources.files("sampler.configs") / "train.yaml").read_text())
+    return {str(next(iter(d))): d[next(iter(d))] for d in top.defaults
+            if isinstance(d, Mapping) and len(d) == 1 and not str(next(iter(d))).startswith("override ")}
+
+
+def _preset_choice(preset: str, group: str) -> tuple[str, str]:
+    """The `group` option a preset runs with and where that comes from: its own or an
+    extended preset's `override /group: option`, else train.yaml's default."""
+    folder = resources.files("sampler.configs") / "experiment"
+    chosen = (str(_primary_choices()[group]), "train.yaml's default")
+    for entry in OmegaConf.create((folder / f"{preset}.yaml").read_text()).get("defaults") or []:
+        if isinstance(entry, str) and entry != "_self_" and (folder / f"{entry}.yaml").is_file():
+            chosen = _preset_choice(entry, group)
+        elif isinstance(entry, Mapping) and f"override /{group}" in entry:
+            chosen = (str(entry[f"override /{group}"]), f"its override /{group}")
+    return chosen
+
+
 def chosen_keys(choices: Sequence[str]) -> set[str] | None:
     """The keys (leaves and sections) of the composition these `group=option` choices make,
     read from train.yaml and the chosen options' own files, without composing; None where
@@ -83,8 +165,7 @@ def chosen_keys(choices: Sequence[str]) -> set[str] | None:
     composition has, so a key missing here is only checked by composing."""
     root = resources.files("sampler.configs")
     top = OmegaConf.create((root / "train.yaml").read_text())
-    picked = {str(next(iter(d))): d[next(iter(d))] for d in top.defaults
-              if isinstance(d, Mapping) and len(d) == 1 and not str(next(iter(d))).startswith("override ")}
+    picked = _primary_choices()
     picked.update(c.split("=", 1) for c in choices)
     if picked.pop("experiment", None) not in (None, "null") or any(v in (None, "null") for v in picked.values()):
         return None

@@ -16,7 +16,7 @@ from ..train.cost import activation_memory
 from ..train.loop import TTA, tta_mode
 from ..train.model import example_input, make_model
 from ..train.optim import build_optimizer
-from .config import compose
+from .config import check_override_keys, compose
 
 
 def receptive_fields(rows: list[dict[str, Any]], prefix: str = "encoder.") -> None:
@@ -134,6 +134,7 @@ def norm_summary(model: torch.nn.Module) -> list[str]:
 
 
 def print_model_summary(overrides: Sequence[str]) -> None:
+    check_override_keys(overrides)  # a misspelt key, a preset's optimizer values handed to another
     cfg = compose(overrides)
     model, spec = make_model(cfg)
     rows = layer_table(model, example_input(spec))
