@@ -453,3 +453,33 @@ def test_a_run_with_every_ingredient_stopped_mid_epoch_resumes_exactly(tmp_path:
 def test_whitening_with_a_dense_head_is_refused_naming_model_whiten() -> None:
     with pytest.raises(ConfigError, match="model.whiten=false"):
         build_model(widths=[8, 16], head="decoder", whiten=True, num_classes=3)
+
+
+# airbench94's hyperparameters (KellerJordan/cifar10-airbench legacy/airbench94.py), as
+# sampler's keys: cifar10_94 must stay that recipe. 9.9 epochs become 10; batchnorm_momentum
+# 0.6 is torch's 0.4 (the weight of the new batch); kilostep lr and decay are optim.decoupled.
+AIRBENCH94 = {
+    "trainer.batch_size": 1024, "trainer.epochs": 10, "trainer.label_smoothing": 0.2,
+    "trainer.tta": "flip_translate", "trainer.ema": 0.95, "trainer.ema_every": 5, "trainer.compile": "auto",
+    "optim.name": "sgd", "optim.decoupled": True, "optim.lr": 11.5, "optim.momentum": 0.85, "optim.nesterov": True,
+    "optim.weight_decay": 0.0153, "optim.norm_lr_scale": 64.0, "optim.decay_norm_and_bias": True,
+    "sched.name": "onecycle", "sched.pct_start": 0.23, "sched.initial_lr_ratio": 0.2, "sched.final_lr_ratio": 0.07,
+    "data.augment.crop_padding": 2, "data.augment.flip": "alternate", "data.val_size": 0,
+    "model.whiten": True, "model.widths": [64, 256, 256], "model.convs_per_stage": 2, "model.pool_unit": "first",
+    "model.order": ["conv", "pool", "norm", "act"], "model.act": "gelu", "model.init": "torch", "model.dirac": True,
+    "model.norm_args.momentum": 0.4, "model.norm_args.eps": 1e-12, "model.norm_args.freeze_scale": True,
+    "head.global_pool": "max", "head.bias": False,
+}
+
+
+def test_the_cifar10_94_preset_is_airbench94s_recipe() -> None:
+    from sampler.experiments.runs.hparams import flatten
+    from sampler.experiments.tools.config import compose
+    from sampler.experiments.train.env import resolve_compile
+
+    cfg = flatten(compose(["experiment=cifar10_94"]))
+    assert {k: cfg[k] for k in AIRBENCH94} == AIRBENCH94
+    assert cfg["head.scale"] == pytest.approx(1 / 9)
+    assert not resolve_compile(cfg["trainer.compile"], torch.device("cpu"))  # eager on a CPU
+    muon = flatten(compose(["experiment=cifar10_94", "optim=muon"]))  # another optimizer: its own values
+    assert muon["optim.name"] == "muon" and muon["optim.lr"] == 0.08 and "optim.decoupled" not in muon
