@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -78,6 +79,60 @@ def test_permanent_pending_reasons_are_warned_about_once(capsys: pytest.CaptureF
     assert "down, drained or reserved" in nodes
     assert watcher.check("12_7|JobArrayTaskLimit\n12_8|Dependency\n") == [], "these end by themselves"
     assert launchers.permanent_reason("QOSMaxGRESPerJobLimit") and launchers.permanent_reason("Priority") is None
+
+
+def _stand_ins(tmp_path: Path, **scripts: str) -> Path:
+    """A bin folder of stand-in SLURM commands (`name=shell body`), for PATH's front."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for name, body in scripts.items():
+        tool = bin_dir / name
+        tool.write_text(f"#!/bin/sh\n{body}\n")
+        tool.chmod(tool.stat().st_mode | stat.S_IEXEC)
+    return bin_dir
+
+
+UNREACHABLE = "echo 'slurm_load_jobs error: Unable to contact slurm controller (connect failure)' >&2; exit 1"
+
+
+def test_the_watcher_tells_a_silent_slurm_from_an_array_that_has_left_it(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    bin_dir = _stand_ins(tmp_path, squeue=UNREACHABLE)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    watcher = PendingWatcher("12", interval=0.05, first=0.0)
+    watcher.start()
+    try:
+        deadline = time.monotonic() + 10
+        while watcher.silent_for() < 0.2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert watcher.silent_for() >= 0.2 and "Unable to contact slurm controller" in watcher.last_error
+        # Ended jobs leave squeue's memory: "Invalid job id" is an answer, and it resets the clock.
+        _stand_ins(tmp_path, squeue="echo 'slurm_load_jobs error: Invalid job id specified' >&2; exit 1")
+        while watcher.silent_for() > 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert watcher.silent_for() == 0.0
+    finally:
+        watcher.stop()
+
+
+def test_a_slurm_that_stops_answering_ends_the_waiting_in_one_paragraph(cli, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """sbatch accepts the array, then neither squeue nor sacct answer (the controller went
+    down): the sweep stops after SAMPLER_SLURM_UNREACHABLE_S, saying how to collect the jobs."""
+    bin_dir = _stand_ins(tmp_path, sbatch="echo 'Submitted batch job 4242'", squeue=UNREACHABLE,
+                         sacct="echo 'sacct: error: Problem talking to the database: Connection refused' >&2; exit 1")
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("SAMPLER_SLURM_UNREACHABLE_S", "2")
+    proc = cli("train", "-m", "hydra/launcher=slurm_cpu", "model.pool=max,avg", *TINY, timeout=90)  # not for ever
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    (paragraph,) = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert paragraph.startswith("error: slurm: SLURM has not answered for ")
+    assert "Unable to contact slurm controller" in paragraph and "array job 4242 (2 of 2 tasks" in paragraph
+    assert "squeue -j 4242" in paragraph and "resume=true" in paragraph
+    (sweep,) = (tmp_path / "outputs" / "multirun").glob("*")
+    statuses = sorted(read_metrics(d)["status"] for d in run_dirs(sweep))
+    assert statuses == ["pending", "pending"], "what is known: submitted, never seen to start"
 
 
 # ---------------------------------------------------------------- sbatch refuses

@@ -260,3 +260,38 @@ def test_a_gpu_request_on_a_node_without_gpus_is_one_paragraph(on_slurm, cli, tm
     assert paragraph.startswith("error: hydra.launcher: sbatch refused")
     assert "gres" in paragraph and "hydra.launcher.gpus_per_node" in paragraph and "slurm_cpu" in paragraph
     assert not list(tmp_path.glob("outputs/multirun/*")), "nothing ran: nothing left behind"
+
+
+# ---------------------------------------------------------------- the controller goes silent
+
+def test_a_controller_that_stops_answering_ends_the_waiting(on_slurm, cache_dir: Path, data_root: Path,
+                                                            tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """slurmctld frozen (SIGSTOP) while the jobs run: squeue times out, sacct (slurmdbd)
+    still answers with stale states, so submitit would wait for ever. The sweep stops
+    after SAMPLER_SLURM_UNREACHABLE_S with the paragraph; the controller then resumes."""
+    pid = int((STATE / "pids" / "slurmctld").read_text())
+    monkeypatch.setenv("SAMPLER_SLURM_UNREACHABLE_S", "10")
+    args = ["train", "-m", *LAUNCH, "model.pool=max,avg", "trainer.epochs=2000",
+            *[o for o in TINY if not o.startswith("trainer.epochs")]]
+    proc = start(tmp_path, cache_dir, data_root, *args)
+    out = Output(proc)
+    array, frozen = None, False
+    try:
+        array = wait_until(lambda: next((line.split()[3].rstrip(":") for line in out.lines
+                                         if line.startswith("SLURM array job")), None), 120, "the array id", proc, out)
+        wait_until(lambda: squeue("-t", "R", "-j", array).strip(), 120, "a running task", proc, out)
+        os.kill(pid, signal.SIGSTOP)
+        frozen = True
+        finish(proc, out, 180)
+        assert proc.returncode == 1, out.text
+        assert "Traceback" not in out.text, out.text
+        (paragraph,) = [line for line in out.text.splitlines() if line.startswith("error:")]
+        assert paragraph.startswith("error: slurm: SLURM has not answered for ") and f"array job {array}" in paragraph
+        assert f"squeue -j {array}" in paragraph and "resume=true" in paragraph
+    finally:
+        if frozen:
+            os.kill(pid, signal.SIGCONT)
+        if proc.poll() is None:
+            proc.kill()
+        if array:
+            subprocess.run(["scancel", array], timeout=60)

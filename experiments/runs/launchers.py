@@ -14,7 +14,11 @@ otherwise ends in a traceback or waits on the wrong thing (DESIGN §8-9):
   paragraph (`SweepAborted`): the launcher keys to change; or that the jobs go on,
   how to cancel them and how to collect them;
 - a watcher thread warns when SLURM keeps tasks pending for a reason that waiting
-  will not change (`squeue -o %r`: PartitionConfig, ReqNodeNotAvail, ...).
+  will not change (`squeue -o %r`: PartitionConfig, ReqNodeNotAvail, ...);
+- a SLURM that stops answering (its controller down or unreachable) ends the waiting
+  after `SAMPLER_SLURM_UNREACHABLE_S` seconds, 600 by default, with one paragraph: what
+  is known of the jobs, and how to collect them once SLURM is back. submitit only warns
+  about each failed sacct call, so the sweep would otherwise wait for ever.
 """
 from __future__ import annotations
 
@@ -172,17 +176,36 @@ class PendingWatcher(threading.Thread):
         self.array_id, self.interval, self.first = array_id, interval, first
         self.stopped = threading.Event()
         self.warned: set[str] = set()
+        self.unanswered_since: float | None = None  # monotonic time of the first failed squeue since an answer
+        self.last_error = ""  # what that failure said
 
     def run(self) -> None:
         wait = self.first
         while not self.stopped.wait(wait):
             wait = self.interval
             try:
-                out = subprocess.run(["squeue", "-h", "-t", "PD", "-o", "%i|%r", "-j", self.array_id],
-                                     capture_output=True, text=True, timeout=60).stdout
-            except (OSError, subprocess.SubprocessError):
+                proc = subprocess.run(["squeue", "-h", "-t", "PD", "-o", "%i|%r", "-j", self.array_id],
+                                      capture_output=True, text=True, timeout=60)
+            except (OSError, subprocess.SubprocessError) as e:
+                self.unanswered(f"{type(e).__name__}: {e}")
                 continue
-            self.check(out)
+            # "Invalid job id": SLURM answered, the array has left its memory (all ended)
+            if proc.returncode and "invalid job id" not in proc.stderr.lower():
+                lines = proc.stderr.strip().splitlines()
+                self.unanswered(lines[-1] if lines else f"squeue exited {proc.returncode}")
+                continue
+            self.unanswered_since = None
+            self.check(proc.stdout)
+
+    def unanswered(self, error: str) -> None:
+        if self.unanswered_since is None:
+            self.unanswered_since = time.monotonic()
+        self.last_error = error
+
+    def silent_for(self) -> float:
+        """Seconds since SLURM last failed to answer after answering; 0 while it answers."""
+        since = self.unanswered_since
+        return 0.0 if since is None else time.monotonic() - since
 
     def check(self, squeue_output: str) -> list[str]:
         """Warn about the permanent reasons in `squeue -o '%i|%r'` output; the warnings said."""
@@ -243,6 +266,16 @@ class SlurmLauncher(SubmititSlurmLauncher):
 
     poll_s = 30.0  # most seconds between two sacct calls while waiting (submitit's own reach 10 min)
     pending_check_s = 15.0  # seconds between two squeue calls for pending reasons
+
+    @staticmethod
+    def unreachable_s() -> float:
+        """How long SLURM may leave squeue unanswered before the sweep stops waiting; 0 = for ever."""
+        value = os.environ.get("SAMPLER_SLURM_UNREACHABLE_S", "600")
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            raise sweep.SweepAborted("SAMPLER_SLURM_UNREACHABLE_S", f"{value!r} must be a number of seconds "
+                                     "(0: wait for ever)", 2) from None
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         assert self.config is not None
@@ -375,10 +408,12 @@ class SlurmLauncher(SubmititSlurmLauncher):
         watcher = PendingWatcher(array_id, interval=self.pending_check_s)
         watcher.start()
         started = last = time.monotonic()
-        waiting = list(jobs)
+        waiting, limit = list(jobs), self.unreachable_s()
         try:
             while waiting:
                 now = time.monotonic()
+                if limit and watcher.silent_for() >= limit:
+                    raise self._unreachable(array_id, watcher, len(waiting), len(jobs), sweep_dir)
                 if now - last >= min(self.poll_s, max(2.0, (now - started) / 10)):
                     jobs[0].watcher.update()  # one sacct call for every task of the array
                     last = now
@@ -399,6 +434,20 @@ class SlurmLauncher(SubmititSlurmLauncher):
             f"({left} of {total} not finished at the last check; `squeue -j {array_id}` shows them). Cancel them with "
             f"`scancel {array_id}`; or, once they have ended, rerun the same command with resume=true to "
             f"collect them into {sweep_dir}/summary.md (completed jobs are not run again; the others are)", 130)
+
+    @staticmethod
+    def _unreachable(array_id: str, watcher: PendingWatcher, left: int, total: int,
+                     sweep_dir: Path) -> sweep.SweepAborted:
+        """The paragraph for a SLURM that stopped answering while the sweep waited."""
+        silent = watcher.silent_for()
+        said = f"{silent:.0f} s" if silent < 120 else f"{silent / 60:.0f} min"
+        return sweep.SweepAborted(
+            "slurm", f"SLURM has not answered for {said} (squeue: {watcher.last_error}), so this sweep "
+            f"stopped waiting for array job {array_id} ({left} of {total} tasks not finished at its last answer). "
+            "Its controller is down or unreachable from here; the jobs may run on, or have been lost with it. Once "
+            f"SLURM answers again, `squeue -j {array_id}` shows them; rerun the same command with resume=true to "
+            f"collect them into {sweep_dir}/summary.md (completed jobs are not run again; the others are). "
+            "SAMPLER_SLURM_UNREACHABLE_S sets how long to wait (seconds; 0: for ever)", 1)
 
     def _outcome(self, sweep_dir: Path, idx: int, overrides: list[str], job: Any) -> JobReturn:
         """The job's own JobReturn when it produced one; otherwise its SLURM end, recorded."""
