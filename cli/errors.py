@@ -10,8 +10,10 @@ USER_ERROR = 2
 INTERRUPTED = 130
 
 
-def report(error: ConfigError) -> None:
-    console = Console(stderr=True, highlight=False, soft_wrap=True)
+def report(error: ConfigError, console: Console | None = None) -> None:
+    console = console or Console(stderr=True, highlight=False)
     # Escaped: messages quote config values such as [conv,pool,norm,act], which rich
-    # would otherwise take for markup tags and drop.
-    console.print(f"[bold red]error:[/bold red] [bold]{escape(error.key)}[/bold]: {escape(error.message)}", markup=True)
+    # would otherwise take for markup tags and drop. On a terminal the paragraph wraps at
+    # words to its width; piped or captured it stays one line (what grep and logs read).
+    console.print(f"[bold red]error:[/bold red] [bold]{escape(error.key)}[/bold]: {escape(error.message)}", markup=True,
+                  soft_wrap=not console.is_terminal)

@@ -63,6 +63,25 @@ def test_user_errors_are_one_paragraph_and_exit_2(cli, args: list[str], key: str
     assert "Traceback" not in proc.stderr + proc.stdout
 
 
+def test_an_error_paragraph_wraps_at_words_on_a_terminal_and_is_one_line_in_a_pipe() -> None:
+    import io
+
+    from rich.console import Console
+
+    from sampler.cli.errors import report
+
+    error = ConfigError("optim", "experiment=cifar10_fast tunes optim.lr=0.2 for sgd (train.yaml's default); with "
+                        "optim=adamw that value would be handed to adamw, whose own default is optim.lr=0.002")
+    terminal = Console(file=io.StringIO(), force_terminal=True, width=60, color_system=None)
+    report(error, terminal)
+    lines = terminal.file.getvalue().splitlines()
+    assert len(lines) > 2 and max(map(len, lines)) <= 60
+    assert " ".join(line.strip() for line in lines) == f"error: optim: {error.message}", "no word cut in two"
+    pipe = Console(file=io.StringIO(), width=60)
+    report(error, pipe)
+    assert pipe.file.getvalue() == f"error: optim: {error.message}\n"
+
+
 def test_resume_of_no_earlier_run_is_refused_before_a_run_dir_exists(cli, tmp_path: Path) -> None:
     proc = cli("train", "resume=true", "data.subset=100")
     assert proc.returncode == 2 and "resume" in proc.stderr and "no earlier run" in proc.stderr
