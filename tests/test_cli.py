@@ -51,6 +51,7 @@ def test_cfg_job_prints_the_composed_config(cli) -> None:
     (["trainer.epochs=0"], "trainer.epochs", "positive integer"),
     (["trainer.device=tpu"], "trainer.device", "auto, cpu, cuda, mps"),
     (["trainer.compile=sometimes"], "trainer.compile", "true, false or auto"),
+    (["trainer.threads=true"], "trainer.threads", "positive integer or null"),
     (["optim.name=adam"], "optim.name", "adamw, muon, sgd"),
     (["experiment=cifar10_fast", "optim=adamw"], "optim", "tunes optim.lr=0.2 for sgd"),
     (["optim.name=muon"], "optim.name", "choose the optimizer with optim=muon"),

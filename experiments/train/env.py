@@ -208,12 +208,17 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def check_threads(threads: Any) -> None:
+    """`trainer.threads`: a positive whole number, or null (auto); not true (an int to Python)."""
+    if threads is not None and (not is_int(threads) or threads < 1):
+        raise ConfigError("trainer.threads", f"{threads!r} must be a positive integer or null (auto)")
+
+
 def setup_threads(threads: int | None, parallel_jobs: int = 1) -> int:
     """Divide the cores between parallel sweep jobs instead of oversubscribing them."""
+    check_threads(threads)
     if threads is None:
         threads = max(1, available_cpus() // max(1, parallel_jobs))
-    if not isinstance(threads, int) or threads < 1:
-        raise ConfigError("trainer.threads", f"{threads!r} must be a positive integer or null (auto)")
     torch.set_num_threads(threads)
     # Denormal floats made one BatchNorm run's later epochs ~4x slower than its
     # first on these CPUs (pytorch issues 19651, 21734): flush them to zero.

@@ -28,9 +28,9 @@ from ..runs.naming import swept_keys
 from ..runs.record import RunRecord
 from .choices import domains
 from .cost import activation_memory, count_cost
-from .env import (contention, deterministic, nondeterministic_op, parse_deterministic, peak_memory_mb,
-                  reset_peak_memory, resolve_compile, resolve_device, resolve_precision, rng_state, seconds_since_process_start,
-                  seed_everything, set_rng_state, setup_threads, torch_import_seconds)
+from .env import (check_threads, contention, deterministic, nondeterministic_op, parse_deterministic, peak_memory_mb,
+                  reset_peak_memory, resolve_compile, resolve_device, resolve_precision, rng_state,
+                  seconds_since_process_start, seed_everything, set_rng_state, setup_threads, torch_import_seconds)
 from .loop import EpochState, StopAtStep, autocast, train_epoch, tta_mode
 from .model import example_input, make_model
 from .optim import (Lookahead, build_lookahead, build_optimizer, build_scheduler, check_lookahead, check_optimizer,
@@ -121,6 +121,7 @@ def check_config(cfg: dict[str, Any]) -> None:
     device = resolve_device(t["device"])
     resolve_precision(t["precision"], device)
     resolve_compile(t["compile"], device)
+    check_threads(t["threads"])
     task = TASKS.get(cfg["task"]["name"], "task.name")(cfg)
     model, _ = make_model(cfg)
     task.check_model(model)
