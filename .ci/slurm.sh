@@ -194,7 +194,10 @@ start_slurm() {
     if ! sacctmgr -n -P list cluster format=cluster 2>/dev/null | grep -qx "$CLUSTER"; then
         sacctmgr -i add cluster "$CLUSTER" >/dev/null
     fi
-    alive slurmctld || spawn slurmctld slurmctld -D -f "$CONF"
+    # -c: a new controller starts with no jobs. Jobs of an earlier start (their processes
+    # ended with its slurmd) would otherwise come back RUNNING, hold the node's cores and
+    # leave the tests' jobs pending on Resources.
+    alive slurmctld || spawn slurmctld slurmctld -D -c -f "$CONF"
     wait_for 60 "slurmctld answering" sinfo -h
     alive slurmd || spawn slurmd slurmd -D -f "$CONF" -N "$NODE"
     local deadline=$((SECONDS + 90)) state
