@@ -85,19 +85,22 @@ def check_optimizer_choice(overrides: Sequence[Any]) -> None:
     whole. `optim.name=X` that differs from the chosen option's optimizer is refused too: it
     would keep the other optimizer's values; `optim=X` brings X's own.
     `overrides`: Hydra's parsed overrides."""
-    root = resources.files("sampler.configs")
     given = {o.key_or_group for o in overrides}
+    if not given & {"experiment", "optim", "optim.name"}:
+        return  # train.yaml's own choices: nothing to read on every start-up
+    root = resources.files("sampler.configs")
+    names, choices = _values(overrides, "optim.name"), _values(overrides, "optim")
     for preset in _values(overrides, "experiment") or [None]:
         own, tuned = None, {}
         if preset is not None and (root / "experiment" / f"{preset}.yaml").is_file():
             own = _preset_choice(preset, "optim")
             tuned = {k: v for k, v in option_values(root / "experiment", preset).items()
                      if k.startswith("optim.") and k != "optim.name" and k not in given}
-        for choice in _values(overrides, "optim") or [own[0] if own else _primary_choices()["optim"]]:
+        for choice in choices or [own[0] if own else _primary_choices()["optim"]]:
             if own is not None and choice != own[0] and tuned:
                 raise ConfigError("optim", _leak_message(preset, own, choice, tuned))
-            if (root / "optim" / f"{choice}.yaml").is_file():  # else Hydra lists the options
-                _check_optim_name(choice, _values(overrides, "optim.name"))
+            if names and (root / "optim" / f"{choice}.yaml").is_file():  # else Hydra lists the options
+                _check_optim_name(choice, names)
 
 
 def _values(overrides: Sequence[Any], key: str) -> list[str]:
@@ -137,9 +140,10 @@ def _leak_message(preset: str, own: tuple[str, str], choice: str, leaked: dict[s
             + f"), or leave out optim={choice} to keep {option}")
 
 
-def _primary_choices() -> dict[str, Any]:
-    """The option train.yaml's defaults list picks for each group."""
-    top = OmegaConf.create((resources.files("sampler.configs") / "train.yaml").read_text())
+def _primary_choices(top: Any = None) -> dict[str, Any]:
+    """The option train.yaml's defaults list picks for each group (`top`: train.yaml, parsed)."""
+    if top is None:
+        top = OmegaConf.create((resources.files("sampler.configs") / "train.yaml").read_text())
     return {str(next(iter(d))): d[next(iter(d))] for d in top.defaults
             if isinstance(d, Mapping) and len(d) == 1 and not str(next(iter(d))).startswith("override ")}
 
@@ -165,7 +169,7 @@ def chosen_keys(choices: Sequence[str]) -> set[str] | None:
     composition has, so a key missing here is only checked by composing."""
     root = resources.files("sampler.configs")
     top = OmegaConf.create((root / "train.yaml").read_text())
-    picked = _primary_choices()
+    picked = _primary_choices(top)
     picked.update(c.split("=", 1) for c in choices)
     if picked.pop("experiment", None) not in (None, "null") or any(v in (None, "null") for v in picked.values()):
         return None
