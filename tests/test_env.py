@@ -99,6 +99,44 @@ def test_a_run_records_its_resolved_precision_and_its_start_up_in_three_parts(cl
     assert torch_s > 0.1 and dynamo_s > 0, "a fresh process imports torch, and torch._dynamo in _set_up"
 
 
+def _cpp_compiler() -> bool:
+    try:
+        env.check_cpp_compiler("trainer.compile", "")
+    except ConfigError:
+        return False
+    return True
+
+
+needs_cpp = pytest.mark.skipif(not _cpp_compiler(), reason="torch.compile on a CPU needs a C++ compiler (g++)")
+
+
+def test_compile_on_a_cpu_without_a_cpp_compiler_stops_before_the_run(cli, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from torch._inductor import config as inductor_config
+
+    missing = str(tmp_path / "no-such-g++")
+    monkeypatch.setenv("CXX", missing)  # what inductor searches, read when it is imported (the CLI's process)
+    with inductor_config.patch({"cpp.cxx": (None, missing)}), \
+            pytest.raises(ConfigError, match="apt-get install g") as e:  # and in this one, imported already
+        env.resolve_compile(True, CPU)
+    assert e.value.key == "trainer.compile" and "no-such-g++" in e.value.message
+    assert env.resolve_compile(False, CPU) is False and env.resolve_compile("auto", CPU) is False  # nothing built
+    proc = cli("train", *TINY, "trainer.compile=true")
+    assert proc.returncode == 2 and "trainer.compile" in proc.stderr and "trainer.compile=false" in proc.stderr
+    assert "Traceback" not in proc.stderr and not run_dirs(tmp_path / "outputs"), proc.stderr
+
+
+@needs_cpp
+def test_a_compiled_run_on_a_cpu_trains_and_records_it(cli, tmp_path: Path) -> None:
+    proc = cli("train", *TINY, "trainer.epochs=2", "trainer.compile=true", check=True)
+    assert "No CUDA runtime" not in proc.stderr, "torch's CUDA_HOME warning says nothing on a CPU"
+    (run,) = run_dirs(tmp_path / "outputs")
+    m = read_metrics(run)
+    assert m["status"] == "completed" and m["compiled"] is True, m.get("error")
+    assert len(m["history"]) == 2 and all(r["train/loss"] > 0 for r in m["history"])
+    assert 0 <= m["test/acc"] <= 1
+
+
 def test_compile_auto_compiles_on_a_cuda_gpu_only() -> None:
     assert env.resolve_compile("auto", torch.device("cuda")) is True
     assert env.resolve_compile("auto", CPU) is False

@@ -106,10 +106,33 @@ def resolve_compile(value: Any, device: torch.device) -> bool:
     backward graph was slower than eager's kernels (docs/benchmarks.md)."""
     if value == "auto":
         return device.type == "cuda"
-    if isinstance(value, bool):
-        return value
-    raise ConfigError("trainer.compile", f"{value!r} must be true, false or auto (compile on a CUDA GPU only, "
-                      "where it pays; on a CPU eager was faster)")
+    if not isinstance(value, bool):
+        raise ConfigError("trainer.compile", f"{value!r} must be true, false or auto (compile on a CUDA GPU only, "
+                          "where it pays; on a CPU eager was faster)")
+    if value and device.type == "cpu":
+        check_cpp_compiler("trainer.compile", "trainer.compile=false")
+    return value
+
+
+def check_cpp_compiler(key: str, eager: str) -> None:
+    """torch.compile on a CPU writes its kernels in C++ and builds them with the compiler
+    that inductor finds (`$CXX`, else g++); without one the first step fails deep in
+    inductor, so a run checks for it before it starts. Also mutes torch's "No CUDA runtime
+    is found, using CUDA_HOME=..." warning, which the C++ build prints on a machine
+    without CUDA, where it says nothing about the CPU kernels being built."""
+    from torch._inductor import cpp_builder, exc
+
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+
+    try:
+        cpp_builder.get_cpp_compiler()
+    except (exc.InvalidCxxCompiler, OSError, RuntimeError) as e:
+        cxx = os.environ.get("CXX")
+        raise ConfigError(key, f"torch.compile on a CPU builds its kernels with a C++ compiler, and none works here "
+                          f"({'$CXX=' + repr(cxx) if cxx else 'no g++ on PATH, $CXX unset'}; inductor said: "
+                          f"{str(e).splitlines()[0] if str(e) else type(e).__name__}). Install one (Debian/Ubuntu: "
+                          "apt-get install g++) or point $CXX at one; or run eager "
+                          f"({eager}), which was faster on the CPUs measured anyway") from None
 
 
 DETERMINISM = ("false", "true", "warn")
