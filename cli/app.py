@@ -98,6 +98,8 @@ def bench(
     peak_seconds: float = typer.Option(1.0, "--peak-seconds", help="how long the peak is timed, per precision"),
     profile: bool = typer.Option(True, help="after timing, profile a few of sampler's steps: the time of the data, "
                                  "convolutions, normalization, activations, pooling and optimizer"),
+    compile: bool = typer.Option(False, "--compile", help="sampler's pipeline through torch.compile (built and "
+                                 "warmed up before the timing; no profile); the tutorial's stays eager"),
 ) -> None:
     """Time sampler's in-memory pipeline against the tutorial one, same stack, epochs and seed.
 
@@ -109,7 +111,7 @@ def bench(
     _user_errors(run_bench, epochs=epochs, subset=subset, data_root=data_root, widths=widths,
                  seed=seed, skip_tutorial=skip_tutorial, batch_size=batch_size,
                  order=[s.strip() for s in order.split(",")], precision=precision, peak_only=peak_only,
-                 peak_seconds=peak_seconds, profile=profile)
+                 peak_seconds=peak_seconds, profile=profile, compile=compile)
 
 
 @app.command(context_settings=HYDRA_ARGS)

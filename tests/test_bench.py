@@ -103,3 +103,38 @@ def test_the_step_breakdown_finds_each_op_family_where_the_model_has_it(norm: st
     assert b["convolution_gflop_per_s"] == pytest.approx(3 * flops * 16 / (parts["convolution"] / 1e3) / 1e9)
     # the model it was given is left as it was: the breakdown trains a copy
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def _no_cpp_compiler() -> bool:
+    from sampler.experiments.errors import ConfigError
+    from sampler.experiments.train.env import check_cpp_compiler
+
+    try:
+        check_cpp_compiler("compile", "")
+    except ConfigError:
+        return True
+    return False
+
+
+@pytest.mark.skipif(_no_cpp_compiler(), reason="torch.compile on a CPU needs a C++ compiler (g++)")
+def test_compile_warm_builds_the_training_graphs_and_puts_the_model_back() -> None:
+    from torch._dynamo.utils import counters
+
+    from sampler.experiments.tools.bench import compile_warm
+
+    torch._dynamo.reset()
+    model = build_model(widths=[8, 16]).to(memory_format=torch.channels_last)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    compiled = compile_warm(model, 4, "fp32")
+    # the warm-up's steps changed the running statistics; they, the weights and the RNG are back
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert torch.equal(torch.get_rng_state(), rng) and all(p.grad is None for p in model.parameters())
+    graphs = counters["stats"]["unique_graphs"]
+    assert graphs >= 1
+    x = torch.randn(4, 3, 32, 32).to(memory_format=torch.channels_last)
+    out = compiled(x)
+    out.sum().backward()  # a training step of the timed loop's shape builds nothing new
+    assert counters["stats"]["unique_graphs"] == graphs
+    model.load_state_dict(before)
+    assert torch.allclose(out, model(x), atol=1e-4)

@@ -10,7 +10,8 @@ precision differ:
   DataLoader with worker processes, fp32, NCHW;
 - sampler: the decoded uint8 tensors in memory, whole-batch crop/flip,
   channels_last, in `--precision` (default `auto`, as `trainer.precision`: bf16
-  autocast on a CPU with AVX-512 BF16 or AMX, fp32 elsewhere).
+  autocast on a CPU with AVX-512 BF16 or AMX, fp32 elsewhere), eager or, with
+  `--compile`, through `torch.compile` (compiled and warmed up before the timing).
 
 Throughput counts every training step including its data loading; evaluation
 is outside the timed part and identical for both (sampler's tensor evaluator).
@@ -43,7 +44,7 @@ from ..data import TensorLoader
 from ..data.cifar10 import CIFAR10_CLASSES, load_cifar10
 from ..data.splits import balanced_indices
 from ..train.cost import count_flops
-from ..train.env import contention, cpu_bf16_features, resolve_precision, seed_everything, setup_threads
+from ..train.env import check_cpp_compiler, contention, cpu_bf16_features, resolve_precision, seed_everything, setup_threads
 from ..errors import ConfigError
 from ..train.loop import autocast, evaluate, train_epoch
 from ..train.optim import build_optimizer, build_scheduler
@@ -188,6 +189,25 @@ def _native_stderr_muted() -> Iterator[None]:
         os.close(saved)
 
 
+def compile_warm(model: nn.Module, batch_size: int, precision: str, steps: int = 2) -> nn.Module:
+    """`torch.compile(model)`, with its training forward and backward graphs built by
+    `steps` untimed steps on random images; the model's weights, running statistics and
+    the global RNG are then put back, so the timed training starts where eager's does."""
+    compiled = torch.compile(model)
+    state, rng = copy.deepcopy(model.state_dict()), torch.get_rng_state()
+    x = torch.randn(batch_size, 3, 32, 32).to(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (batch_size,))
+    model.train()
+    for _ in range(steps):
+        with autocast(torch.device("cpu"), precision)():
+            loss = nn.functional.cross_entropy(compiled(x), y)
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+    model.load_state_dict(state)
+    torch.set_rng_state(rng)
+    return compiled
+
+
 def step_breakdown(model: nn.Module, loader: Iterable[Any], precision: str, lr: float, flops_per_image: int,
                    steps: int = 12) -> dict[str, Any]:
     """Where one training step of sampler's pipeline goes, for a copy of `model`: the time
@@ -238,10 +258,12 @@ def step_breakdown(model: nn.Module, loader: Iterable[Any], precision: str, lr: 
 def run_bench(epochs: int, subset: int | None, data_root: str | None, widths: Sequence[int], seed: int,
               skip_tutorial: bool = False, batch_size: int = 64, order: Sequence[str] = ("conv", "norm", "act", "pool"),
               precision: str = "auto", peak_only: bool = False, peak_seconds: float = 1.0,
-              profile: bool = True) -> dict[str, dict[str, Any]]:
+              profile: bool = True, compile: bool = False) -> dict[str, dict[str, Any]]:
     """Both pipelines' figures by name, the measured peaks under "peak" (by precision), and
     with `profile` where sampler's step goes under "breakdown" (`step_breakdown`); with
-    `peak_only`, the peaks alone (no data read, nothing trained)."""
+    `peak_only`, the peaks alone (no data read, nothing trained). `compile` runs sampler's
+    pipeline through `torch.compile` (`compile_warm`); the profile, whose op families a
+    compiled graph's fused kernels do not fall into, is then left out."""
     root = Path(data_root or os.environ.get("SAMPLER_DATA") or "data").expanduser()
     console = Console(highlight=False)
     if not console.is_terminal:  # piped into a file: no reason to squeeze the table into 80 columns
@@ -254,6 +276,8 @@ def run_bench(epochs: int, subset: int | None, data_root: str | None, widths: Se
     seed_everything(seed)
     try:  # both checked before any data loads, and named by their flags
         precision = resolve_precision(precision, device)
+        if compile:
+            check_cpp_compiler("compile", "without --compile")
         initial = build_model(widths=list(widths), order=list(order))
     except ConfigError as e:
         raise ConfigError(f"--{e.key.split('.')[-1]}", e.message) from None
@@ -284,8 +308,14 @@ def run_bench(epochs: int, subset: int | None, data_root: str | None, widths: Se
                         crop_padding=4, flip=True, drop_last=True, channels_last=True,
                         generator=torch.Generator().manual_seed(seed))
     model = copy.deepcopy(initial).to(memory_format=torch.channels_last)
-    results["sampler"] = _train("sampler", model, ours, len(ours), epochs, lr, precision, test, console)
-    breakdown = step_breakdown(model, ours, precision, lr, train_flops // 3) if profile else None
+    if compile:
+        start = time.perf_counter()
+        step_model = compile_warm(model, batch_size, precision)
+        console.print(f"sampler: torch.compile and warm-up {time.perf_counter() - start:.1f} s (untimed)")
+    results["sampler"] = _train("sampler", step_model if compile else model, ours, len(ours), epochs, lr,
+                                precision, test, console)
+    results["sampler"]["compiled"] = compile
+    breakdown = step_breakdown(model, ours, precision, lr, train_flops // 3) if profile and not compile else None
 
     if not skip_tutorial:
         folder = root / "cifar10" / "train"
@@ -314,7 +344,7 @@ def _print(results: dict[str, dict[str, Any]], console: Console) -> None:
         table.add_column(col, justify="left" if col in ("pipeline", "precision") else "right")
     base = results.get("tutorial", {}).get("images_per_s")
     for name, r in results.items():
-        table.add_row(name, r["precision"], f"{r['images_per_s']:.0f}", f"{r['gflop_per_s']:.1f}", f"{r['seconds']:.1f}",
+        table.add_row(name + (" (compiled)" if r.get("compiled") else ""), r["precision"], f"{r['images_per_s']:.0f}", f"{r['gflop_per_s']:.1f}", f"{r['seconds']:.1f}",
                       f"{100 * r['test/acc']:.2f}%", f"{r['epoch_max_over_first']:.2f}",
                       f"{r['percent_of_peak']:.0f}%", f"{r['images_per_s'] / base:.2f}x" if base else "")
     console.print(table)
