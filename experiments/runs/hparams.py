@@ -14,6 +14,8 @@ from sampler.blocks.registry import is_number
 NOT_HPARAMS = ("data.root", "data.cache_dir", "trainer.progress", "data.download", "data.url", "data.md5")
 # Not part of what a job ran: how the sweep was launched and what a sweeper optimises.
 LAUNCH_KEYS = ("resume", "optimized_metric")
+# What a resumed run may change: where things are, and how many threads compute the same.
+RESUMABLE_CHANGES = (*NOT_HPARAMS, "trainer.threads")
 
 
 def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -23,7 +23,7 @@ from ..data import DATASETS, DataSpec, TensorLoader, cache_root
 from ..data.loaders import flip_mode
 from ..errors import ConfigError, Diverged, Stopped, WriteError
 from ..runs.atomic import save_torch
-from ..runs.hparams import NOT_HPARAMS, flatten
+from ..runs.hparams import RESUMABLE_CHANGES, flatten
 from ..runs.naming import swept_keys
 from ..runs.record import RunRecord
 from .choices import domains
@@ -43,8 +43,6 @@ from .tasks import TASKS, Classification, hparam_metrics
 log = logging.getLogger("sampler")
 
 CHECKPOINT = "checkpoint.pt"
-# Keys a resumed run may change: where things are and how progress shows, not what is computed.
-RESUMABLE_CHANGES = (*NOT_HPARAMS, "trainer.threads")
 
 
 def train(cfg: dict[str, Any], run_dir: Path, overrides: list[str], parallel_jobs: int = 1,
