@@ -33,18 +33,19 @@ def train(ctx: typer.Context) -> None:
     from sampler.experiments.analysis.summary import last_sweep, summarize
     from sampler.experiments.runs.sweep import SweepAborted
 
-    from .task import check_output_dirs, check_resume_args
+    from .task import check_output_dirs, check_resume_args, resumed_args
     from .task import train as hydra_train
 
+    args = resumed_args(ctx.args)
     # Hydra reads its overrides and flags from sys.argv (it refuses injected
     # argv: hydra issues 215, 1578, 2459), so rebuild it from Typer's extras.
-    sys.argv = ["sampler", *ctx.args]
+    sys.argv = ["sampler", *args]
     last_sweep.clear()
     try:
-        check_output_dirs(ctx.args)
-        check_resume_args(ctx.args)
-        check_override_keys(ctx.args)
-        prefetch_data(ctx.args)
+        check_output_dirs(args)
+        check_resume_args(args)
+        check_override_keys(args)
+        prefetch_data(args)
         hydra_train()
     except SweepAborted as e:  # a launcher or sweeper that cannot go on: the summary so far, then why
         if e.sweep_dir is not None:

@@ -143,12 +143,34 @@ def _resume_arg(args: list[str]) -> str | None:
     return found[-1] if found and found[-1].lower() not in ("false", "null", "") else None
 
 
+def resumed_args(args: list[str]) -> list[str]:
+    """`resume=<dir>` continues what that run or sweep ran: the overrides it was started
+    with (read from the dir) apply again, after the command line's, which replace those
+    of the same key. So the `sampler train resume=<dir>` that a stopped run prints works
+    as it stands, and a changed key is refused by name (`check_resume_args`) instead of
+    composing a config from train.yaml's defaults."""
+    value = _resume_arg(args)
+    if value is None or value.lower() == "true":
+        return args
+    saved = sweep.saved_overrides(Path(value))
+    if saved is None:
+        return args  # not a run or sweep dir: check_resume_args / resolve_sweep_dir say so
+    given = {sweep.override_key(a) for a in args if "=" in a and not a.startswith("-")}
+    inherited = [o for o in saved if sweep.override_key(o) not in given]
+    if inherited:
+        _console(f"resume: {value} was started with {' '.join(inherited)}")
+    return [*args, *inherited]
+
+
 def check_resume_args(args: list[str]) -> None:
     """A single run's `resume=`, checked before Hydra writes into any directory: the run
     must exist and its checkpoint must hold the same config."""
     multirun = is_multirun(args)
     value = _resume_arg(args)
-    if value is None or multirun:
+    if value is None:
+        return
+    if multirun:
+        _check_resumed_sweep(args, value)
         return
     from sampler.experiments.tools.config import compose
 
@@ -159,6 +181,24 @@ def check_resume_args(args: list[str]) -> None:
     for key in LAUNCH_KEYS:
         cfg.pop(key, None)
     runner.load_checkpoint(found, cfg)
+
+
+def _check_resumed_sweep(args: list[str], value: str) -> None:
+    """`resume=<sweep dir>` must run that sweep's jobs: a command line that changes what
+    runs (another value, a key added) would add other jobs to its directory and overwrite
+    its multirun.yaml."""
+    saved = sweep.saved_overrides(Path(value)) if value.lower() != "true" else None
+    if saved is None:
+        return
+    given = [a for a in args if "=" in a and not a.startswith("-") and sweep.changes_what_runs(sweep.override_key(a), in_sweep=True)]
+    before = {sweep.override_key(o): o for o in saved}
+    changed = [(before.get(sweep.override_key(a)), a) for a in given if a not in saved]
+    if changed:
+        shown = "; ".join(f"{old} then, {new} now" if old else f"{new} added" for old, new in changed)
+        raise ConfigError("resume", f"{value} was launched with {' '.join(saved) or 'no overrides'}, and this "
+                          f"command changes what its jobs run: {shown}. A resumed sweep runs the same jobs: drop "
+                          "those overrides (`sampler train -m resume=<sweep dir>` alone continues it), or start a "
+                          "new sweep without resume")
 
 
 @hydra.main(version_base="1.3", config_path="pkg://sampler.configs", config_name="train")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -105,7 +106,9 @@ def test_a_signal_mid_epoch_checkpoints_exits_143_and_resumes_exactly(tmp_path: 
     checkpoint = torch.load(run / "checkpoint.pt", weights_only=True)
     assert checkpoint["step"] > 0, "the signal should land inside an epoch (200 steps of ~3 ms)"
     assert not list(run.glob(".*.tmp")), "no temporary files left behind"
-    done = subprocess.run([sys.executable, "-m", "sampler.cli.app", "train", *LONG_EPOCHS, f"resume={run}"],
+    # The command the message gives, as it stands: the run's own overrides apply again.
+    (told,) = re.findall(r"`sampler train (resume=\S+)`", err)
+    done = subprocess.run([sys.executable, "-m", "sampler.cli.app", "train", told],
                           cwd=tmp_path, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert figures(read_metrics(run)) == figures(uninterrupted)
@@ -147,6 +150,13 @@ def test_resume_with_a_different_config_is_refused_naming_the_keys(cli, tmp_path
     proc = cli("train", *TINY, "resume=nowhere")
     assert proc.returncode == 2 and "not a run directory" in proc.stderr
     assert cli("train", *TINY, "resume=run").returncode == 0  # completed: nothing to do
+    # resume=true finds the run although the threads and the progress bar differ
+    cli("train", *TINY, check=True)
+    (run,) = [d for d in run_dirs(tmp_path / "outputs")]
+    others = [a for a in TINY if not a.startswith("trainer.threads=")]
+    found = cli("train", *others, "trainer.threads=2", "trainer.progress=false", "resume=true")
+    said = " ".join((found.stdout + found.stderr).split())
+    assert found.returncode == 0 and f"{run} completed earlier" in said, said
 
 
 # ---------------------------------------------------------------- disks

@@ -79,7 +79,17 @@ def test_a_killed_sweep_resumes_skipping_completed_jobs(cli, cache_dir: Path, da
     assert shown.exit_code == 0, shown.stderr
     assert [u["status"] for u in json.loads(shown.stdout)["unfinished"]] == ["killed"], "its pid is gone"
 
-    resumed = cli(*args, "resume=true")
+    # The threads and progress bar may differ from the launch's; other values may not.
+    changed = cli("train", "-m", f"resume={sweep.relative_to(tmp_path)}", "trainer.epochs=2", "model.pool=max",
+                  "model.act=gelu")
+    assert changed.returncode == 2 and "Traceback" not in changed.stderr, changed.stderr
+    said = " ".join(changed.stderr.split())
+    assert "trainer.epochs=1 then, trainer.epochs=2 now" in said and "model.act=gelu added" in said, said
+    assert "model.pool=max,avg then, model.pool=max now" in said
+    assert len(run_dirs(sweep)) == 2 and "trainer.epochs=2" not in (sweep / "multirun.yaml").read_text()
+    assert by_pool(sweep)["avg"]["status"] == "running", "nothing ran"
+
+    resumed = cli(*args, "resume=true", "trainer.progress=false")
     assert resumed.returncode == 0, resumed.stderr
     assert sweep_dirs(tmp_path) == [sweep], "resume continues the same sweep dir"
     assert "skipped (resume)" in resumed.stdout + resumed.stderr
@@ -90,8 +100,10 @@ def test_a_killed_sweep_resumes_skipping_completed_jobs(cli, cache_dir: Path, da
     assert len(list(avg_dir.glob("events.out.tfevents.*"))) == 1, "the killed attempt's events are dropped"
     assert "2 of 2 jobs completed" in resumed.stderr
 
-    again = cli(*args, f"resume={sweep.relative_to(tmp_path)}")  # a sweep dir named explicitly
-    assert again.returncode == 0 and (again.stdout + again.stderr).count("skipped (resume)") == 2
+    # A sweep dir named alone: the overrides it was launched with apply again.
+    again = cli("train", "-m", f"resume={sweep.relative_to(tmp_path)}")
+    assert again.returncode == 0 and (again.stdout + again.stderr).count("skipped (resume)") == 2, again.stderr
+    assert len(run_dirs(sweep)) == 2
 
 
 def test_resume_of_a_path_that_is_no_sweep_is_a_user_error(cli, tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator
 from omegaconf import OmegaConf
 
 from ..errors import ConfigError
-from .hparams import LAUNCH_KEYS  # noqa: F401  (sweep.LAUNCH_KEYS for the CLI and launchers)
+from .hparams import LAUNCH_KEYS, RESUMABLE_CHANGES
 
 log = logging.getLogger("sampler")
 
@@ -61,19 +61,47 @@ def new_sweep_dir(root: Path, now: Any = datetime.now) -> Path:
     raise RuntimeError(f"could not make a new sweep directory under {root}")
 
 
-def _same_sweep(overrides: list[str]) -> list[str]:
-    return sorted(o for o in overrides if not o.startswith("resume="))
+def override_key(override: str) -> str:
+    """`key` of a `key=value`, `+key=value` or `~key` override."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def changes_what_runs(key: str, in_sweep: bool = False) -> bool:
+    """Whether an override of `key` changes what a run computes: not `resume` or a
+    sweeper's metric, not the keys a resumed run may change (threads, progress, paths),
+    not Hydra's own (the launcher, its partition, where a sweep writes). In a sweep
+    `trainer.threads` counts: it names the jobs' directories (a sweep over threads
+    measures speed), so another value would run other jobs."""
+    if in_sweep and key == "trainer.threads":
+        return True
+    return key not in LAUNCH_KEYS and key not in RESUMABLE_CHANGES and not key.startswith("hydra")
+
+
+def what_runs(overrides: list[str], in_sweep: bool = False) -> list[str]:
+    """The overrides that decide what was run, in a comparable order."""
+    return sorted(o for o in overrides if changes_what_runs(override_key(o), in_sweep))
+
+
+def saved_overrides(path: Path) -> list[str] | None:
+    """The task overrides a run dir (`.hydra/overrides.yaml`) or a sweep dir
+    (`multirun.yaml`) was started with, `resume` aside; None where neither is readable."""
+    try:
+        if (Path(path) / "multirun.yaml").is_file():
+            found = OmegaConf.load(Path(path) / "multirun.yaml").hydra.overrides.task
+        else:
+            found = OmegaConf.load(Path(path) / ".hydra" / "overrides.yaml")
+        return [str(o) for o in found if override_key(str(o)) not in LAUNCH_KEYS]
+    except Exception:  # absent, being written, or not Hydra's
+        return None
 
 
 def find_sweep(root: Path, overrides: list[str]) -> Path | None:
-    """The newest sweep under `root` launched with these task overrides (`resume` aside)."""
-    wanted = _same_sweep(overrides)
+    """The newest sweep under `root` launched with the same overrides, apart from those
+    that do not change what runs (`changes_what_runs`)."""
+    wanted = what_runs(overrides, in_sweep=True)
     for path in sorted(root.glob("*/multirun.yaml"), reverse=True):
-        try:
-            earlier = OmegaConf.load(path).hydra.overrides.task
-        except Exception:  # a sweep dir being written, or not Hydra's: not ours to resume
-            continue
-        if _same_sweep(list(earlier)) == wanted:
+        earlier = saved_overrides(path.parent)
+        if earlier is not None and what_runs(earlier, in_sweep=True) == wanted:
             return path.parent
     return None
 
@@ -105,15 +133,13 @@ def is_run_dir(path: Path) -> bool:
 
 
 def find_run(root: Path, overrides: list[str]) -> Path | None:
-    """The newest run under `root` started with these task overrides (`resume` aside)."""
-    wanted = _same_sweep(overrides)
+    """The newest run under `root` started with the same overrides, apart from those that
+    do not change what runs (`changes_what_runs`)."""
+    wanted = what_runs(overrides)
     for path in sorted(Path(root).glob("*/.hydra/overrides.yaml"), reverse=True):
         run_dir = path.parent.parent
-        try:
-            earlier = [str(o) for o in OmegaConf.load(path)]
-        except Exception:
-            continue
-        if _same_sweep(earlier) == wanted and is_run_dir(run_dir):
+        earlier = saved_overrides(run_dir)
+        if earlier is not None and what_runs(earlier) == wanted and is_run_dir(run_dir):
             return run_dir
     return None
 
