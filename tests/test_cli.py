@@ -64,6 +64,24 @@ def test_user_errors_are_one_paragraph_and_exit_2(cli, args: list[str], key: str
     assert "Traceback" not in proc.stderr + proc.stdout
 
 
+@pytest.mark.parametrize("command,args,key,needle", [
+    ("train", ["optim=adm"], "optim", "did you mean adamw? choose one of: adamw, airbench_sgd, muon, sgd"),
+    ("train", ["experiment=quikstart"], "experiment", "did you mean quickstart?"),
+    ("train", ["-m", "sched=cosine,cosin"], "sched", "'cosin' is not one of its options"),  # one value of a sweep
+    ("train", ["hydra/launcher=jobllib"], "hydra/launcher", "did you mean joblib?"),  # a plugin's option
+    ("train", ["experiment=null"], "experiment", "~experiment"),  # Hydra itself raises a ValueError
+    ("inspect", ["task=segmentaton"], "task", "did you mean segmentation?"),
+    ("data", ["data=cifar"], "data", "choose one of: camvid, cifar10, pets"),
+])
+def test_a_group_option_that_does_not_exist_is_one_paragraph_and_exit_2(cli, tmp_path: Path, command: str,
+                                                                        args: list[str], key: str, needle: str) -> None:
+    proc = cli(command, *args)
+    said = " ".join(proc.stderr.split())
+    assert proc.returncode == 2 and f"error: {key}:" in said and needle in said, proc.stderr
+    assert "Traceback" not in said and "search path" not in said.lower(), "not Hydra's own message"
+    assert not (tmp_path / "outputs").exists(), "nothing was started"
+
+
 def test_an_error_paragraph_wraps_at_words_on_a_terminal_and_is_one_line_in_a_pipe() -> None:
     import io
 

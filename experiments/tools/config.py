@@ -46,8 +46,10 @@ def check_override_keys(args: Sequence[str]) -> None:
         overrides = OverridesParser.create().parse_overrides(candidates)
     except HydraException:
         return  # Hydra reports malformed overrides itself
+    groups = config_groups()
+    check_group_choices(overrides, groups)
     check_optimizer_choice(overrides)
-    groups, values = config_groups(), []
+    values = []
     choices = []
     for o in overrides:
         key = o.key_or_group
@@ -74,6 +76,47 @@ def check_override_keys(args: Sequence[str]) -> None:
             hint = f"did you mean {' or '.join(close)}? " if close else ""
             raise ConfigError(key, f"is not a config key; {hint}`sampler train --cfg job` prints every key "
                               f"(add a new key on purpose with +{key}=...)")
+
+
+def check_group_choices(overrides: Sequence[Any], groups: set[str]) -> None:
+    """A group choice that names no option (`optim=adm`, `experiment=quikstart`,
+    `hydra/launcher=jobllib`, or one value of a sweep over them) gets one paragraph with
+    the options, instead of Hydra's composition error and its search path, exit 1.
+    An option file found settles it; only a miss asks Hydra, whose list includes the
+    plugins' options (hydra/launcher=joblib). `overrides`: Hydra's parsed overrides."""
+    from hydra.core.override_parser.types import OverrideType
+
+    root = resources.files("sampler.configs")
+    for o in overrides:
+        key = o.key_or_group
+        if (o.package is not None or o.type is OverrideType.DEL or not (key in groups or key.startswith("hydra/"))
+                or (o.is_sweep_override() and not o.is_discrete_sweep())):
+            continue
+        values = [str(v) for v in o.sweep_string_iterator()] if o.is_sweep_override() else \
+            [o.get_value_element_as_str()]
+        for value in values:
+            if value == "null":  # Hydra's own error is a ValueError traceback
+                raise ConfigError(key, f"a config group cannot be set to null on the command line; leave {key}= "
+                                  f"out for its default, or drop the group with ~{key}")
+            if (root / key / f"{value}.yaml").is_file():
+                continue
+            options = group_options(key)
+            if value in options:
+                continue
+            close = difflib.get_close_matches(value, options, n=2, cutoff=0.5)
+            hint = f"did you mean {' or '.join(close)}? " if close else ""
+            raise ConfigError(key, f"{value!r} is not one of its options; {hint}choose one of: "
+                              f"{', '.join(options) or '(none found)'}"
+                              + (" (`sampler ls` describes the presets)" if key == "experiment" else ""))
+
+
+def group_options(group: str) -> list[str]:
+    """The options Hydra knows for a config group: sampler's files and its plugins'."""
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    with initialize_config_module("sampler.configs", version_base="1.3"):
+        return sorted(GlobalHydra.instance().config_loader().get_group_options(group))
 
 
 def check_optimizer_choice(overrides: Sequence[Any]) -> None:

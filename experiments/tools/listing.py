@@ -12,7 +12,7 @@ from sampler.blocks.registry import call_with_accepted
 
 from ..data import DATASETS, VOID, cache_root
 from ..train.choices import CHOICES
-from .config import compose
+from .config import check_override_keys, compose
 
 
 def experiment_presets() -> list[str]:
@@ -34,6 +34,7 @@ def print_registries() -> None:
 
 
 def print_data_summary(overrides: Sequence[str]) -> None:
+    check_override_keys(overrides)  # a misspelt key or group option: one paragraph, not Hydra's
     cfg = compose(overrides)
     data = call_with_accepted(DATASETS.get(cfg["data"]["name"], "data.name").load, cfg["data"])
     console = Console()
