@@ -29,7 +29,7 @@ def train(ctx: typer.Context) -> None:
       sampler train --hydra-help       (Hydra's own flags)
     """
     from sampler.experiments.errors import ConfigError
-    from sampler.experiments.tools.config import check_override_keys, prefetch_data
+    from sampler.experiments.tools.config import check_override_keys, check_sweep_values, prefetch_data
     from sampler.experiments.analysis.summary import last_sweep, summarize
     from sampler.experiments.runs.sweep import SweepAborted
 
@@ -45,6 +45,7 @@ def train(ctx: typer.Context) -> None:
         check_output_dirs(args)
         check_resume_args(args)
         check_override_keys(args)
+        check_sweep_values(args)
         prefetch_data(args)
         hydra_train()
     except SweepAborted as e:  # a launcher or sweeper that cannot go on: the summary so far, then why

@@ -82,6 +82,20 @@ def test_a_group_option_that_does_not_exist_is_one_paragraph_and_exit_2(cli, tmp
     assert not (tmp_path / "outputs").exists(), "nothing was started"
 
 
+@pytest.mark.parametrize("args,said", [
+    (["model.pool=max,avgg", "seed=0"], "unknown pool 'avgg'; choose one of: avg, conv, max, none (with "
+                                        "model.pool=avgg, a value of this sweep: no job was started)"),
+    (["model.widths=[8,16],[8,0]", "seed=0,1"], "(with model.widths=[8,0], a value of this sweep"),
+    (["trainer.epochs=abc", "seed=0,1"], "trainer.epochs: 'abc' must be a positive integer"),  # every job's
+])
+def test_a_bad_value_in_a_sweep_is_refused_before_any_job_runs(cli, tmp_path: Path, args: list[str],
+                                                                 said: str) -> None:
+    proc = cli("train", "-m", *args, *(a for a in TINY if not a.startswith("trainer.epochs=")))
+    flat = " ".join(proc.stderr.split())
+    assert proc.returncode == 2 and said in flat and "Traceback" not in flat, proc.stderr
+    assert not (tmp_path / "outputs").exists(), "no job ran, no sweep dir"
+
+
 def test_an_error_paragraph_wraps_at_words_on_a_terminal_and_is_one_line_in_a_pipe() -> None:
     import io
 

@@ -8,7 +8,9 @@ names the closest real keys instead.
 """
 from __future__ import annotations
 
+import copy
 import difflib
+import functools
 from importlib import resources
 from typing import Any, Mapping, Sequence
 
@@ -236,6 +238,72 @@ def _prefixes(key: str) -> list[str]:
 def is_multirun(args: Sequence[str]) -> bool:
     """Whether a `sampler train` command line asks for a sweep (-m, --multirun, hydra.mode=MULTIRUN)."""
     return any(a in ("-m", "--multirun") or a.lower() == "hydra.mode=multirun" for a in args)
+
+
+def check_sweep_values(args: Sequence[str]) -> None:
+    """Each value of a command line's sweep (`-m model.pool=max,avgg`), checked as its job
+    would check it (`runner.check_config`) before any job starts: otherwise the bad
+    value's job fails after the others have trained, hours into a sweep, exit 1. The
+    first job's config is composed once; each other value of a plain key is set into a
+    copy of it (a Hydra composition costs 0.2 s, a check 0.02 s), a group's value is
+    composed. A value that is only wrong together with another key's is left to its job."""
+    from hydra import compose as hydra_compose, initialize_config_module
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import OverrideType
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from ..runs.hparams import LAUNCH_KEYS
+    from ..train.runner import check_config
+
+    if not is_multirun(args):
+        return
+    candidates = [a for a in args if "=" in a and not a.startswith("-")]
+    try:
+        overrides = OverridesParser.create().parse_overrides(candidates)
+    except HydraException:
+        return  # Hydra reports malformed overrides itself
+    swept = [(a.split("=", 1)[0], o) for a, o in zip(candidates, overrides)
+             if o.is_sweep_override() and o.is_discrete_sweep()]
+    if not swept:
+        return
+    fixed = [a for a, o in zip(candidates, overrides) if not o.is_sweep_override()]
+    first = {key: f"{key}={next(iter(o.sweep_string_iterator()))}" for key, o in swept}
+    groups = config_groups()
+
+    def composed(choices: Sequence[str]) -> dict[str, Any] | None:
+        try:
+            cfg = OmegaConf.to_container(hydra_compose("train", overrides=list(choices)), resolve=True)
+        except (HydraException, OmegaConfBaseException, ValueError):
+            return None  # the sweep reports what Hydra cannot compose
+        for launch_key in LAUNCH_KEYS:
+            cfg.pop(launch_key, None)  # type: ignore[union-attr]
+        return cfg  # type: ignore[return-value]
+
+    with initialize_config_module("sampler.configs", version_base="1.3"):
+        base = composed([*fixed, *first.values()])
+        if base is None:
+            return
+        check_config(base)  # an error here is every job's: said as for a single run
+        for key, o in swept:
+            plain = o.type is OverrideType.CHANGE and o.package is None and key not in groups and "/" not in key
+            for text, value in list(zip(o.sweep_string_iterator(), o.sweep_iterator()))[1:]:
+                if plain:
+                    cfg = copy.deepcopy(base)
+                    *path, leaf = key.split(".")
+                    node = functools.reduce(lambda d, k: d.get(k) if isinstance(d, dict) else None, path, cfg)
+                    if not isinstance(node, dict) or leaf not in node:
+                        continue  # a key the override check already named
+                    node[leaf] = value
+                else:
+                    cfg = composed([*fixed, *(v for k, v in first.items() if k != key), f"{key}={text}"])
+                    if cfg is None:
+                        continue
+                try:
+                    check_config(cfg)
+                except ConfigError as e:
+                    raise ConfigError(e.key, f"{e.message} (with {key}={text}, a value of this sweep: no job was "
+                                      "started)") from None
 
 
 def prefetch_data(args: Sequence[str]) -> None:
