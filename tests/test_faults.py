@@ -194,6 +194,30 @@ def test_a_full_run_disk_fails_with_a_paragraph_and_a_truthful_metrics_json(cli,
     assert not list((disk / "run").glob(".*.tmp")) and not (disk / "run" / "checkpoint.pt").exists()
 
 
+def test_ctrl_c_during_a_write_waits_for_the_file_then_interrupts(tmp_path: Path) -> None:
+    """Ctrl-C inside torch.save's C++ writer came out as a RuntimeError, which the writer
+    took for a failed disk (exit 1, status failed); for the cache, a warning while the
+    run trained on."""
+    from sampler.experiments.runs import atomic
+
+    path = tmp_path / "checkpoint.pt"
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            f.write(b"first half ")
+            os.kill(os.getpid(), signal.SIGINT)  # a Ctrl-C in the middle
+            time.sleep(0.05)
+            f.write(b"second half")
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic._atomic(path, write, io_errors=(OSError, RuntimeError))
+    assert path.read_bytes() == b"first half second half", "the file was written whole, then the interrupt came"
+    assert not list(tmp_path.glob(".*.tmp"))
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    atomic.write_text(path, "again")  # no Ctrl-C pending: a plain write
+    assert path.read_text() == "again"
+
+
 def test_a_full_cache_disk_only_warns(cli, small_disk, tmp_path: Path) -> None:
     cache = small_disk("cache", "64k")
     proc = cli("train", *TINY, f"data.cache_dir={cache}")

@@ -2,13 +2,16 @@
 that looks complete, because readers only ever see the old or the new file."""
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -28,8 +31,9 @@ def _atomic(path: Path, write: Callable[[str], None], io_errors: tuple[type[Base
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; results are meant to be shared
-        write(tmp)
-        os.replace(tmp, path)
+        with _ctrl_c_deferred():
+            write(tmp)
+            os.replace(tmp, path)
     except BaseException as e:
         free = free_mb(path)  # before the partial file goes: what the write left free
         if tmp is not None:
@@ -37,6 +41,27 @@ def _atomic(path: Path, write: Callable[[str], None], io_errors: tuple[type[Base
         if isinstance(e, io_errors):
             raise write_error(path, e, free) from e
         raise
+
+
+@contextlib.contextmanager
+def _ctrl_c_deferred() -> Iterator[None]:
+    """Ctrl-C waits until the file is written (a checkpoint, the data cache: a second or
+    two at most), then interrupts as usual. Raised inside torch.save's writer, the
+    KeyboardInterrupt came out as a RuntimeError and was reported as a failed disk
+    write, or, for the cache, as a warning while the run trained on. Only where Python's
+    own handler is in place (the main thread; not under a handler of the caller's)."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield
+        return
+    caught: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        if caught:
+            raise KeyboardInterrupt
 
 
 def free_mb(path: Path) -> float | None:
