@@ -265,6 +265,45 @@ def test_by_ignore_and_the_shared_header(compare, tmp_path: Path) -> None:
     assert "┃ variant" in header and "model.pool=avg, trainer.epochs=2" in header, "no shared prefix"
 
 
+def test_a_rerun_of_a_seed_counts_once_by_its_newest_run(compare, sweep: Path, tmp_path: Path) -> None:
+    # The same sweep run again (other paths, hardware noise in the scores) gave n=6 per
+    # variant with seeds [0,1,2,0,1,2]: a narrower interval and Welch's test.
+    again = tmp_path / "again"
+    newer = {"max": [m + 0.001 for m in MAX], "avg": [a - 0.001 for a in AVG]}
+    for pool, scores in newer.items():
+        for seed, score in enumerate(scores):
+            fake_run(again, f"{pool}_{seed}", seed, pool=pool, finished_at="2031-01-01T00:00:00+00:00",
+                     **{"test/acc": score})
+    report = compare_json(compare, str(sweep), str(again))
+    rows = by_label(report)
+    for pool in ("max", "avg"):
+        check_variant(rows[f"model.pool={pool}"], newer[pool])
+        assert rows[f"model.pool={pool}"]["seeds"] == [0, 1, 2]
+        assert rows[f"model.pool={pool}"]["runs"] == sorted(rows[f"model.pool={pool}"]["runs"])
+        assert rows[f"model.pool={pool}"]["reruns"] == [str(sweep / f"{pool}_{seed}") for seed in range(3)]
+    assert rows["model.pool=avg"]["test"] == "paired t"
+    assert rows["model.pool=avg"]["p"] == pytest.approx(paired_p(newer["max"], newer["avg"]), rel=1e-9)
+    table = " ".join(compare(str(sweep), str(again), check=True).stdout.split())
+    assert "reruns set aside: 6 completed runs repeat the config and seed of a newer one" in table
+    assert "reruns set aside" not in compare(str(sweep), check=True).stdout
+
+
+def test_runs_of_different_configs_pooled_into_a_variant_are_no_reruns(compare, tmp_path: Path) -> None:
+    root = tmp_path / "sweep"
+    for epochs in (1, 2):
+        for seed in (0, 1):
+            fake_run(root, f"{epochs}_{seed}", seed, epochs=epochs, **{"test/acc": 0.5 + epochs / 10 + seed / 100})
+    (row,) = compare_json(compare, str(root), "--ignore", "trainer.epochs")["variants"]
+    assert row["n"] == 4 and row["reruns"] == [] and row["seeds"] == [0, 1, 0, 1]
+    # another thread count computes the same job: a rerun, once its split is ignored
+    run = fake_run(root, "1_0_threads", 0, finished_at="2031-01-01T00:00:00+00:00", **{"test/acc": 0.3})
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics["config"]["trainer"]["threads"] = 1
+    write_json(run / "metrics.json", metrics)
+    (row,) = compare_json(compare, str(root), "--ignore", "trainer.epochs", "--ignore", "trainer.threads")["variants"]
+    assert row["n"] == 4 and row["reruns"] == [str(root / "1_0")] and 0.3 in row["scores"]
+
+
 def test_markdown_csv_and_table(compare, sweep: Path) -> None:
     md = compare(str(sweep), "--format", "md", check=True).stdout
     assert md.startswith("# test/acc by variant, best first")

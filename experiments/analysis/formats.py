@@ -45,6 +45,7 @@ def rows(report: Report) -> list[dict[str, Any]]:
         row["scores"] = v.scores
         row["unfinished"] = v.unfinished
         row["runs"] = [str(r.dir) for r in v.runs]
+        row["reruns"] = [str(r.dir) for r in v.reruns]  # completed, but their job already counts
         out.append({k: (None if isinstance(x, float) and math.isnan(x) else x) for k, x in row.items()})
     return out
 
@@ -212,6 +213,11 @@ def notes(report: Report, wide: bool = False, costs: Sequence[str] | None = None
         else:
             lines.append(f"seeds needed for a difference of {shown}: not estimable yet (a variant needs 2 seeds), "
                          "or more than 1,000")
+    if report.reruns:
+        many = len(report.reruns) > 1
+        lines.append(f"reruns set aside: {len(report.reruns)} completed run{'s' if many else ''} "
+                     f"repeat{'' if many else 's'} the config and seed of a newer one; each config and seed "
+                     "counts once, by its newest run (json and csv list them under reruns)")
     clipped = any(mean_ci(v, scale)[1] for v in report.variants)
     lines.append(f"CI: t-distribution, {report.level}, shown as mean ± half-width"
                  + (" in % points" if scale.percent else "")

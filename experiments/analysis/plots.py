@@ -190,7 +190,7 @@ def _names(report: Report, variants: list[Variant]) -> tuple[str, list[str]]:
 
 
 def _done(v: Variant) -> list[Any]:
-    return [r for r in v.runs if r.status == "completed"]
+    return v.counted  # completed, each job once (reruns set aside), as in the table
 
 
 def _wrap(label: str, width: int = 24) -> str:

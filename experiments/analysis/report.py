@@ -8,8 +8,10 @@ interval, min and max, and a test against the best variant: a paired t-test
 when both ran exactly the same seeds (the seed fixes init, data order and
 augmentation, so pairing removes that shared noise), Welch's t-test otherwise.
 With fewer than two runs on either side there is no verdict, only a request for
-more seeds. Cost columns come from the same metrics.json files. Runs of different
-tasks or data sets are refused, never ranked together."""
+more seeds. A seed counts once per job: a rerun of a job (the same config and
+seed) is set aside, never counted as another sample (once_per_job). Cost columns
+come from the same metrics.json files. Runs of different tasks or data sets are
+refused, never ranked together."""
 from __future__ import annotations
 
 import json
@@ -23,7 +25,7 @@ import numpy as np
 from sampler.blocks.registry import is_number
 
 from ..errors import ConfigError
-from ..runs.hparams import NOT_HPARAMS
+from ..runs.hparams import LAUNCH_KEYS, NOT_HPARAMS, RESUMABLE_CHANGES
 from ..runs.read import RECORDED, Run
 from ..train.tasks import TASKS, headline
 from .stats import (difference_ci, holm, paired_t, probability_better, seeds_needed, t_interval,
@@ -61,6 +63,8 @@ class Variant:
     diff_ci: tuple[float, float] | None = None
     p_better: float | None = None  # how often this beat the reference: per seed when paired, else per pair of runs
     cost: dict[str, float] = field(default_factory=dict)
+    counted: list[Run] = field(default_factory=list)  # the completed runs behind `scores`, one per job
+    reruns: list[Run] = field(default_factory=list)  # completed runs of a job already counted: set aside
 
     @property
     def n(self) -> int:
@@ -95,6 +99,10 @@ class Report:
     @property
     def level(self) -> str:
         return f"{100 * (1 - self.alpha):g}%"
+
+    @property
+    def reruns(self) -> list[Run]:
+        return [r for v in self.variants for r in v.reruns]
 
 
 
@@ -203,8 +211,10 @@ def _show(v: Any) -> str:
 # ---------------------------------------------------------------- per variant
 
 def summarize(variant: Variant, alpha: float) -> None:
-    """n, mean, std, the t-based (1 - alpha) interval, min/max and mean costs."""
-    done = [r for r in variant.runs if r.status == "completed" and _number(r.metrics.get(variant.metric))]
+    """n, mean, std, the t-based (1 - alpha) interval, min/max and mean costs, each job once."""
+    done, variant.reruns = once_per_job([r for r in variant.runs
+                                         if r.status == "completed" and _number(r.metrics.get(variant.metric))])
+    variant.counted = done
     variant.scores = [float(r.metrics[variant.metric]) for r in done]
     variant.seeds = [r.seed for r in done]
     if not done:
@@ -218,6 +228,32 @@ def summarize(variant: Variant, alpha: float) -> None:
         values = [float(r.metrics[key]) for r in done if _number(r.metrics.get(key))]
         if values:
             variant.cost[key] = float(np.mean(values)) * SCALE.get(key, 1.0)
+
+
+def once_per_job(runs: Sequence[Run]) -> tuple[list[Run], list[Run]]:
+    """The runs that count, in their order, and the reruns set aside.
+
+    A job is a config and a seed: runs that agree on every config key (the recorded
+    device and precision too) and the seed, apart from keys that change nothing
+    computed (RESUMABLE_CHANGES: paths, progress, threads; LAUNCH_KEYS), are one job run
+    again, whatever code version ran it. The seed fixes init, data order and
+    augmentation, so a rerun repeats its numbers up to hardware noise: counting it
+    again would shrink the interval for nothing, and its repeated seed would turn a
+    paired test into Welch's. The newest run counts (by `finished_at`, then by
+    directory, whose names carry the launch time).
+
+    Runs that differ in any other key stay separate samples, even when `--by` or
+    `--ignore` put them in one variant with the same seed (`--ignore trainer.epochs`
+    pools 1- and 2-epoch runs): they measured different things, and the test is then
+    Welch's, since the variant's seeds repeat.
+    """
+    def job(run: Run) -> str:
+        return _hashable([run.seed, {k: v for k, v in run.config.items()
+                                     if k not in RESUMABLE_CHANGES and k not in LAUNCH_KEYS}])
+
+    newest = {job(r): r for r in sorted(runs, key=lambda r: (str(r.metrics.get("finished_at") or ""), str(r.dir)))}
+    kept = set(map(id, newest.values()))
+    return [r for r in runs if id(r) in kept], [r for r in runs if id(r) not in kept]
 
 
 def goal_of(metric: str) -> str:
