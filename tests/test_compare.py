@@ -371,6 +371,50 @@ def test_plots_and_their_tensorboard_run(compare, sweep: Path) -> None:
     assert "compare" not in {Path(u["dir"]).name for u in compare_json(compare, str(sweep))["unfinished"]}
 
 
+def stopped_sweep(root: Path, sweeper: str = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper") -> Path:
+    """A sweep of 4 jobs (max, avg x seeds 0, 1) stopped by Ctrl-C while its first two ran:
+    multirun.yaml as Hydra writes it, two interrupted jobs, two without a directory."""
+    root.mkdir(parents=True)
+    (root / "multirun.yaml").write_text(
+        "hydra:\n  sweep:\n    dir: ${sampler.sweep_dir:outputs/multirun,${resume},${hydra.overrides.task}}\n"
+        "    subdir: ${sampler.job_dir:${hydra.job.override_dirname}}\n"
+        f"  sweeper:\n    _target_: {sweeper}\n    max_batch_size: null\n    params: null\n"
+        "  overrides:\n    hydra: [hydra/launcher=joblib, hydra.mode=MULTIRUN]\n"
+        "    task:\n    - model.pool=max,avg\n    - seed=0,1\n    - data.subset=200\n    - trainer.progress=false\n"
+        "  job:\n    config:\n      override_dirname:\n        kv_sep: '='\n        item_sep: ','\n"
+        "        exclude_keys: [trainer.progress, resume]\n"
+        "seed: 0\n")
+    for seed in (0, 1):
+        fake_run(root, f"data.subset=200,model.pool=max,seed={seed}", seed, status="interrupted", epochs=3)
+    return root
+
+
+def test_a_sweep_stopped_early_names_the_jobs_it_never_started(compare, tmp_path: Path) -> None:
+    # Only "model.pool=max" and "one variant" were shown: nothing said that half the sweep was missing.
+    sweep = stopped_sweep(tmp_path / "sweep")
+    md = compare(str(sweep), "--format", "md", check=True).stdout
+    resume = (f"sampler train -m hydra/launcher=joblib model.pool=max,avg seed=0,1 data.subset=200 "
+              f"trainer.progress=false resume={sweep}")
+    assert f"- 2 of 4 jobs of sweep {sweep} never started: model.pool=avg seed=0,1; resume with `{resume}`\n" in md
+    assert "never started: model.pool=avg seed=0,1;" in " ".join(compare(str(sweep), check=True).stdout.split())
+    (unstarted,) = compare_json(compare, str(sweep))["unstarted"]
+    assert unstarted["planned"] == 4 and unstarted["resume"] == resume
+    assert [job[:2] for job in unstarted["jobs"]] == [["model.pool=avg", "seed=0"], ["model.pool=avg", "seed=1"]]
+    fake_run(sweep, "data.subset=200,model.pool=avg,seed=1", 1, pool="avg", status="interrupted")
+    table = " ".join(compare(str(sweep), check=True).stdout.split())
+    assert "1 of 4 jobs of sweep" in table and "never started: model.pool=avg seed=0;" in table
+    assert "never started" not in compare(str(sweep / "data.subset=200,model.pool=max,seed=0"), check=True).stdout
+
+
+@pytest.mark.parametrize("multirun", ["optuna", "unreadable"])
+def test_a_sweep_that_cannot_be_expanded_says_nothing_of_unstarted_jobs(compare, tmp_path: Path, multirun) -> None:
+    sweep = stopped_sweep(tmp_path / "sweep", sweeper="hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper")
+    if multirun == "unreadable":
+        (sweep / "multirun.yaml").write_text("hydra: [")
+    assert "never started" not in compare(str(sweep), check=True).stdout
+    assert compare_json(compare, str(sweep))["unstarted"] == []
+
+
 def test_pareto_front() -> None:
     assert pareto_front([(3, 0.9), (1, 0.5), (2, 0.4), (2, 0.7), (5, 0.8)], maximize=True) == [1, 3, 0]
     assert pareto_front([(3, 0.1), (1, 0.5), (2, 0.4)], maximize=False) == [1, 2, 0]

@@ -7,6 +7,7 @@ from typing import Sequence
 
 from ..errors import ConfigError
 from ..runs.read import find_runs
+from ..runs.sweep import unstarted_jobs
 from .formats import FORMATS, print_table, to_csv, to_json, to_markdown
 from .report import Report, build_report, default_metric, is_fraction
 
@@ -24,6 +25,7 @@ def compare(paths: Sequence[Path], metric: str | None = None, by: Sequence[str] 
     if effect is not None and is_fraction(metric or default_metric(runs)):
         effect = effect / 100  # points of % → the fraction metrics.json holds
     report = build_report(runs, metric, by, ignore, alpha, goal, baseline, effect, power)
+    report.unstarted = [u for u in map(unstarted_jobs, map(Path, paths)) if u is not None]
     if fmt == "table":
         print_table(report, wide=wide)
     else:

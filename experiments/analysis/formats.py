@@ -193,7 +193,8 @@ def notes(report: Report, wide: bool = False, costs: Sequence[str] | None = None
 
     costs: the cost columns the table shows; the others are pointed to (`--wide`)."""
     scale = Scale(report.metric)
-    lines = []
+    lines = [f"{len(u.jobs)} of {u.planned} jobs of sweep {u.sweep_dir} never started: {u.describe()}; "
+             f"resume with `{u.resume}`" for u in report.unstarted]
     if report.common:
         lines.append("same in every run: " + "  ".join(f"{k}={_show(v)}" for k, v in report.common.items()))
     lines.append(f"variants differ in: {', '.join(report.keys) or '(nothing: one variant)'}"
@@ -400,4 +401,6 @@ def to_json(report: Report) -> str:
         "also_differ": report.also,
         "common": report.common, "variants": rows(report),
         "unfinished": [{"dir": str(r.dir), "status": r.status, "error": r.error} for r in report.unfinished],
+        "unstarted": [{"sweep": str(u.sweep_dir), "planned": u.planned, "jobs": u.jobs, "resume": u.resume}
+                      for u in report.unstarted],
     }, indent=2, default=str) + "\n"

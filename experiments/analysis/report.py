@@ -27,6 +27,7 @@ from sampler.blocks.registry import is_number
 from ..errors import ConfigError
 from ..runs.hparams import LAUNCH_KEYS, NOT_HPARAMS, RESUMABLE_CHANGES
 from ..runs.read import RECORDED, Run
+from ..runs.sweep import Unstarted
 from ..train.tasks import TASKS, headline
 from .stats import (difference_ci, holm, paired_t, probability_better, seeds_needed, t_interval,
                     welch_t)
@@ -95,6 +96,7 @@ class Report:
     power: float = 0.8
     seeds_needed: int | None = None  # per variant, to separate `effect` at alpha with `power`
     needed_spread: float | None = None  # the per-seed spread that estimate used
+    unstarted: list[Unstarted] = field(default_factory=list)  # per sweep dir compared: jobs it never started
 
     @property
     def level(self) -> str:

@@ -18,6 +18,8 @@ import contextlib
 import hashlib
 import json
 import logging
+import shlex
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -200,6 +202,67 @@ def register_resolvers(sweep_dir: Callable[[str, Any, Any], str]) -> None:
     OmegaConf.register_new_resolver("sampler.job_dir", job_dir_name, replace=True)
     OmegaConf.register_new_resolver("sampler.trial_dir", lambda number, name: trial_dir_name(int(number), name),
                                     replace=True)
+
+
+# ---------------------------------------------------------------- jobs a sweep never started
+
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+JOB_SUBDIR = "${sampler.job_dir:${hydra.job.override_dirname}}"  # configs/train.yaml's hydra.sweep.subdir
+
+
+@dataclass
+class Unstarted:
+    """The jobs a sweep planned that have no directory: it stopped before launching them."""
+    sweep_dir: Path
+    planned: int  # jobs in the whole sweep
+    jobs: list[list[str]]  # each missing job's overrides, in the sweep's order
+    swept: list[str]  # the keys the sweep varies
+    resume: str  # the command that runs them (and reruns the unfinished ones)
+
+    def describe(self, most: int = 3) -> str:
+        """`model.pool=avg seed=0,1` when the missing jobs are such a grid, else each job."""
+        values = {k: list(dict.fromkeys(dict(o.split("=", 1) for o in job).get(k, "") for job in self.jobs))
+                  for k in self.swept}
+        grid = 1
+        for v in values.values():
+            grid *= len(v)
+        if grid == len(self.jobs):
+            return " ".join(f"{k}={','.join(v)}" for k, v in values.items())
+        each = [" ".join(o for o in job if o.split("=", 1)[0] in self.swept) for job in self.jobs]
+        return "; ".join(each[:most]) + (f"; and {len(each) - most} more" if len(each) > most else "")
+
+
+def unstarted_jobs(sweep_dir: Path) -> Unstarted | None:
+    """The jobs `sweep_dir/multirun.yaml` plans that have no directory there, expanded as
+    Hydra's basic sweeper expands them (`hydra.sweeper.params`, then the command line's
+    task overrides) and named as Hydra names their directories (job_dir_name). None when
+    every job has one, or when that cannot be told: no readable multirun.yaml, another
+    sweeper (Optuna's trials are not a grid), or job directories named otherwise."""
+    # Hydra's own expansion and naming (private modules): any change there says nothing here.
+    try:
+        from hydra._internal.config_loader_impl import get_overrides_dirname
+        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        hydra = OmegaConf.to_container(OmegaConf.load(Path(sweep_dir) / "multirun.yaml").hydra)
+        if hydra["sweeper"]["_target_"] != BASIC_SWEEPER or hydra["sweep"]["subdir"] != JOB_SUBDIR:
+            return None
+        task = [str(o) for o in hydra["overrides"]["task"]]
+        params = [f"{k}={v}" for k, v in (hydra["sweeper"].get("params") or {}).items()]
+        parser = OverridesParser.create()
+        (jobs,) = BasicSweeper.split_arguments(parser.parse_overrides(params + task), None)
+        naming = hydra["job"]["config"]["override_dirname"]
+        missing = [job for job in jobs if not (Path(sweep_dir) / job_dir_name(get_overrides_dirname(
+            parser.parse_overrides(job), naming["exclude_keys"], naming["item_sep"], naming["kv_sep"]))).exists()]
+    except Exception:
+        return None
+    if not missing:
+        return None
+    keys = list(dict.fromkeys(o.split("=", 1)[0] for job in jobs for o in job))
+    swept = [k for k in keys if len({o for job in jobs for o in job if o.split("=", 1)[0] == k}) > 1]
+    launch = [o for o in hydra["overrides"]["hydra"] if o != "hydra.mode=MULTIRUN"]
+    command = shlex.join(["sampler", "train", "-m", *launch, *(o for o in task if not o.startswith("resume="))])
+    return Unstarted(Path(sweep_dir), len(jobs), missing, swept, f"{command} resume={shlex.quote(str(sweep_dir))}")
 
 
 # ---------------------------------------------------------------- jobs of a resumed sweep
