@@ -415,6 +415,16 @@ def test_a_sweep_that_cannot_be_expanded_says_nothing_of_unstarted_jobs(compare,
     assert compare_json(compare, str(sweep))["unstarted"] == []
 
 
+def test_plots_of_a_sweep_without_a_completed_run_warn_nothing(compare, tmp_path: Path) -> None:
+    import warnings
+
+    sweep = stopped_sweep(tmp_path / "sweep")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib warned of identical low and high xlims
+        proc = compare(str(sweep), "--plot", check=True)
+    assert "Warning" not in proc.stderr and (sweep / "compare_metric.png").is_file()
+
+
 def test_pareto_front() -> None:
     assert pareto_front([(3, 0.9), (1, 0.5), (2, 0.4), (2, 0.7), (5, 0.8)], maximize=True) == [1, 3, 0]
     assert pareto_front([(3, 0.1), (1, 0.5), (2, 0.4)], maximize=False) == [1, 2, 0]

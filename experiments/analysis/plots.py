@@ -83,7 +83,9 @@ def metric_figure(report: Report) -> Figure:
             ax.plot([i], [v.mean], "o", color=color, markersize=8)
         ax.scatter(np.full(v.n, i + 0.12), v.scores, s=14, color="0.4", zorder=3)
     ax.set_xticks(range(len(variants)), [_wrap(n) for n in names], fontsize=8)
-    ax.set_xlim(-0.5, len(variants) - 0.5)
+    ax.set_xlim(-0.5, max(len(variants), 1) - 0.5)  # no variant scored yet: an empty axis, not a singular one
+    if not variants:
+        _nothing_yet(ax, f"no completed run recorded {report.metric} yet")
     ax.set_xlabel(title)
     ax.set_ylabel(report.metric)
     _metric_axis(ax, report.metric)
@@ -96,6 +98,8 @@ def curves_figure(report: Report) -> Figure:
                                      for row in r.metrics.get("history", []))]
     title, names = _names(report, report.variants)
     fig, axes = _grid(max(1, len(tags)), "learning curves: mean ± std across seeds")
+    if not tags:
+        _nothing_yet(axes[0], "no completed run recorded a learning curve yet")
     for ax, tag in zip(axes, tags):
         seen: set[int] = set()
         for v, name in zip(report.variants, names):
@@ -145,6 +149,8 @@ def cost_figure(report: Report) -> Figure:
     title, names = _names(report, variants)
     costs = [c for c in PARETO_COSTS if any(c in v.cost for v in variants)]
     fig, axes = _grid(max(1, len(costs)), f"{report.metric} against cost, by {title} (Pareto front in red)")
+    if not costs:
+        _nothing_yet(axes[0], f"no completed run recorded {report.metric} and a cost yet")
     for ax, cost in zip(axes, costs):
         have = [(v, name) for v, name in zip(variants, names) if cost in v.cost]
         points = [(v.cost[cost], v.mean) for v, _ in have]
@@ -175,6 +181,13 @@ def _label_inside(ax: Axes, text: str, point: tuple[float, float]) -> None:
     ax.annotate(text, point, fontsize=7, xytext=(-6 if right else 6, -6 if top else 6),
                 textcoords="offset points", ha="right" if right else "left",
                 va="top" if top else "bottom", annotation_clip=True, clip_on=True)
+
+
+def _nothing_yet(ax: Axes, text: str) -> None:
+    """An axes with nothing to draw (every run unfinished) says so instead of showing a bare scale."""
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color="0.4")
+    ax.set_xticks([])
+    ax.set_yticks([])
 
 
 def _metric_axis(ax: Axes, metric: str) -> None:
