@@ -230,6 +230,33 @@ def train(cfg: DictConfig) -> float | None:
         return _train(cfg, hc, multirun=True, resume=resume)
 
 
+def _refused_before_training(run_dir: Path) -> bool:
+    """A new run that recorded `failed` before its first epoch and has no checkpoint: its
+    data was missing or damaged, or a value was refused once the data was read. A
+    diverged run keeps its record (`diverged` is a result)."""
+    import json
+
+    try:
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return (isinstance(metrics, dict) and metrics.get("status") == "failed" and not metrics.get("history")
+            and not (run_dir / runner.CHECKPOINT).exists())
+
+
+def _remove_refused(run_dir: Path) -> None:
+    """The run dir, and the default `outputs/runs` and `outputs` above it when that left
+    them empty: a refused command leaves nothing behind."""
+    shutil.rmtree(run_dir, ignore_errors=True)
+    default = Path.cwd() / "outputs" / "runs"
+    if run_dir.resolve().parent == default:
+        for folder in (default, default.parent):
+            try:
+                folder.rmdir()  # only when empty
+            except OSError:
+                break
+
+
 def _console(message: str) -> None:
     import sys
 
@@ -251,8 +278,8 @@ def _train(cfg: DictConfig, hc: DictConfig, multirun: bool, resume: bool) -> flo
         if isinstance(e, Stopped):  # a signal stops the whole sweep, not just this job
             raise SystemExit(e.exit_code) from None
         if not multirun:
-            if not sweep.is_run_dir(run_dir):  # refused before training: leave nothing behind
-                shutil.rmtree(run_dir, ignore_errors=True)
+            if not sweep.is_run_dir(run_dir) or (not resume and _refused_before_training(run_dir)):
+                _remove_refused(run_dir)  # exit 2 before the first step: leave nothing behind
             raise SystemExit(e.exit_code) from None
     except Exception:
         if not multirun:

@@ -57,11 +57,15 @@ def test_cfg_job_prints_the_composed_config(cli) -> None:
     (["optim.name=muon"], "optim.name", "choose the optimizer with optim=muon"),
     (["data.root=/nonexistent", "data.download=false"], "data.root", "data.download=auto"),
 ])
-def test_user_errors_are_one_paragraph_and_exit_2(cli, args: list[str], key: str, needle: str) -> None:
+def test_user_errors_are_one_paragraph_and_exit_2(cli, tmp_path: Path, args: list[str], key: str,
+                                                  needle: str) -> None:
     proc = cli("train", *args)
     assert proc.returncode == 2, proc.stderr
     assert key in proc.stderr and needle in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
+    # nothing left behind, not even an empty outputs/runs (data.root is only found wrong
+    # once the run has started its record)
+    assert not (tmp_path / "outputs").exists(), list((tmp_path / "outputs").rglob("*"))
 
 
 @pytest.mark.parametrize("command,args,key,needle", [
