@@ -211,7 +211,13 @@ def train(cfg: DictConfig) -> float | None:
         if done is not None:
             log.info("%s completed earlier; nothing to resume", run_dir)
             return objective(done, cfg.get("optimized_metric"))
-        return _train(cfg, hc, multirun=False, resume=resume)
+        with sweep.claim(run_dir) as ours:  # two processes training into one dir would overwrite each other
+            if not ours:
+                report(ConfigError("resume", f"{run_dir} is being trained by another process right now; let it "
+                                   "finish, or stop it (Ctrl-C, or SIGTERM, which saves a checkpoint) and resume "
+                                   "then"))
+                raise SystemExit(USER_ERROR)
+            return _train(cfg, hc, multirun=False, resume=resume)
     with sweep.claim(run_dir) as ours:
         if not ours:  # said on the console only: the job's train.log belongs to the process running it
             _console(f"job {hc.job.num}: {run_dir} is being run by another process (running elsewhere); skipped")

@@ -140,6 +140,22 @@ def test_a_requeued_sweep_job_continues_from_its_checkpoint(tmp_path: Path, env:
     assert figures(m) == figures(uninterrupted)
 
 
+def test_resuming_a_run_that_is_still_training_is_refused(tmp_path: Path, env: dict) -> None:
+    run = tmp_path / "run"
+    longer = [a if not a.startswith("trainer.epochs=") else "trainer.epochs=100" for a in LONG_EPOCHS]
+    proc = start(tmp_path, env, "train", *longer, f"hydra.run.dir={run}")  # a minute: still going when asked
+    try:
+        wait_for_epochs(run, 1, proc)
+        second = subprocess.run([sys.executable, "-m", "sampler.cli.app", "train", f"resume={run}"], cwd=tmp_path,
+                                env=env, capture_output=True, text=True, timeout=120)
+        assert second.returncode == 2 and "being trained by another process" in second.stderr, second.stderr
+        assert read_metrics(run)["status"] == "running" and "resumes" not in read_metrics(run)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+    assert proc.returncode == 143 and read_metrics(run)["status"] == "interrupted", "the first went on alone"
+
+
 def test_resume_with_a_different_config_is_refused_naming_the_keys(cli, tmp_path: Path) -> None:
     cli("train", *TINY, "hydra.run.dir=run", check=True)
     before = (tmp_path / "run" / "metrics.json").read_text()
