@@ -71,6 +71,23 @@ def test_bench_refuses_a_peak_time_that_is_not_positive(cli) -> None:
     assert proc.returncode == 2 and "--peak-seconds" in proc.stderr
 
 
+@pytest.mark.parametrize("flag, value", [("--epochs", "0"), ("--epochs", "-1"), ("--subset", "-5"),
+                                         ("--subset", "15")])
+def test_bench_refuses_epochs_and_subsets_it_cannot_train_before_reading_data(cli, tmp_path, flag, value) -> None:
+    # A data root that is not there: had the check come after the data, the error would name it.
+    proc = cli("bench", flag, value, "--data-root", str(tmp_path / "nonexistent"))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"{flag}: {value} must be" in " ".join(proc.stderr.split()), proc.stderr
+    assert "Traceback" not in proc.stderr and "peak (" not in proc.stdout
+
+
+def test_bench_refuses_a_subset_larger_than_the_training_set_before_the_peak(cli) -> None:
+    proc = cli("bench", "--subset", "7110", "--skip-tutorial", "--peak-seconds", "0.05")  # the generated set has 7,100
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "--subset: 7110 is more than the 7100 training images" in " ".join(proc.stderr.split()), proc.stderr
+    assert "peak (" not in proc.stdout
+
+
 def test_the_peak_counts_forward_and_both_gradients_as_torch_does() -> None:
     # The table's factor is 3x the forward; the peak must count its conv the same way.
     batch, channels, size = 2, 8, 8

@@ -268,6 +268,11 @@ def run_bench(epochs: int, subset: int | None, data_root: str | None, widths: Se
     console = Console(highlight=False)
     if not console.is_terminal:  # piped into a file: no reason to squeeze the table into 80 columns
         console.width = max(console.width, 120)
+    if epochs < 1:
+        raise ConfigError("--epochs", f"{epochs} must be a positive integer")
+    if subset is not None and (subset < 10 or subset % 10):
+        raise ConfigError("--subset", f"{subset} must be a multiple of the 10 classes, at least 10 (leave "
+                          "--subset out to use every training image)")
     if batch_size < 1:
         raise ConfigError("--batch-size", f"{batch_size} must be a positive integer")
     if not peak_seconds > 0:
@@ -294,6 +299,9 @@ def run_bench(epochs: int, subset: int | None, data_root: str | None, widths: Se
     data = load_cifar10(str(root), subset=None, val_size=0)
     train_idx = torch.arange(len(data.train))
     if subset is not None:
+        if subset > len(data.train):
+            raise ConfigError("--subset", f"{subset} is more than the {len(data.train)} training images under "
+                              f"{root}; ask for at most {len(data.train)}, or leave --subset out to use them all")
         train_idx, _ = balanced_indices(data.train.labels, subset // 10, torch.Generator().manual_seed(seed))
     test = TensorLoader(data.test, 500, data.mean, data.std, device, channels_last=True)
     console.print(f"bench: widths {list(widths)}, order {list(order)}, {len(train_idx)} training images, "
