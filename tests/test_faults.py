@@ -4,6 +4,7 @@ reproduce an uninterrupted run exactly; full disks, bad configs, bad data and
 concurrent sweeps each say what happened and what to do."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -311,6 +312,27 @@ def test_a_loss_far_above_its_start_is_divergence(cli, tmp_path: Path) -> None:
     (run,) = run_dirs(tmp_path / "outputs")
     m = read_metrics(run)
     assert m["status"] == "diverged" and "lower optim.lr" in m["error"]
+    # The lr the epoch's steps took and the configured peak, not the schedule's lr after its last step.
+    assert "this epoch's steps took lr up to 1e+06 (the schedule's peak, optim.lr, is 1e+06)" in m["error"], m["error"]
+
+
+def test_a_loss_that_is_not_finite_names_the_lr_its_step_took() -> None:
+    from sampler.experiments.errors import Diverged
+    from sampler.experiments.train.loop import train_epoch
+    from sampler.experiments.train.optim import build_scheduler
+
+    model = torch.nn.Linear(4, 3)
+    batches = [(torch.randn(2, 4), torch.tensor([0, 1])) for _ in range(4)]
+    batches[2] = (torch.full((2, 4), float("inf")), torch.tensor([0, 1]))  # step 2's loss is not finite
+    # The torch lr in other units than optim.lr's, as decoupled SGD and Muon have it.
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    scheduler = build_scheduler(optimizer, 4, 4, "onecycle", pct_start=0.25)
+    took = 0.4 * scheduler.lr_lambdas[0](2)  # step 2's share of the peak, in optim.lr's units
+    with pytest.raises(Diverged) as caught:
+        train_epoch(model, batches, optimizer, scheduler, torch.nn.CrossEntropyLoss(), contextlib.nullcontext,
+                    check_every=1, peak_lr=0.4)
+    assert took != 0.4 * scheduler.lr_lambdas[0](3)  # the lr after the step would be another
+    assert f"at step 2, which took lr {took:.3g} (the schedule's peak, optim.lr, is 0.4)" in caught.value.message
 
 
 def test_an_empty_class_folder_is_named(cli, tmp_path: Path, data_root: Path) -> None:

@@ -56,9 +56,11 @@ def train_epoch(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], opti
                 scheduler: torch.optim.lr_scheduler.LRScheduler, loss_fn: nn.Module,
                 amp: Callable[[], ContextManager], on_step: StepHook | None = None,
                 check_every: int = 25, state: EpochState | None = None,
-                should_stop: Callable[[], bool] | None = None, first_loss: list[float] | None = None) -> dict[str, float]:
+                should_stop: Callable[[], bool] | None = None, first_loss: list[float] | None = None,
+                peak_lr: float | None = None) -> dict[str, float]:
     """One pass over `batches`; raises `Diverged` as soon as the loss is not finite.
     Accuracy counts every target the loss does not ignore: labels, or pixels of a mask.
+    `peak_lr` (optim.lr) puts the lr a divergence message names in its units (`_step_lr`).
 
     `state` resumes an epoch stopped after `state.step` steps: those batches are drawn
     again (so the data generator advances exactly as before) but not trained on.
@@ -74,9 +76,14 @@ def train_epoch(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], opti
     correct = torch.tensor(state.correct, dtype=torch.int64, device=device)
     counted = torch.tensor(state.counted, dtype=torch.int64, device=device)
     seen = state.seen
+    first_group = optimizer.param_groups[0]
+    peak = f"the schedule's peak, optim.lr, is {peak_lr if peak_lr is not None else first_group['initial_lr']:.3g}"
+    top_lr = 0.0  # the highest lr a step of this epoch took, for a divergence found at its end
     for step, (x, y) in enumerate(batches):
         if step < state.step:
             continue
+        lr = _step_lr(optimizer, peak_lr)  # before scheduler.step() moves it on to the next step's
+        top_lr = max(top_lr, lr)
         with amp():
             out = model(x)
             loss = loss_fn(out, y)
@@ -92,23 +99,32 @@ def train_epoch(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], opti
         if first_loss is not None and not first_loss:
             first_loss.append(float(loss.detach()))
         if step % check_every == 0 and not math.isfinite(loss_value := float(loss.detach())):
-            raise Diverged("optim.lr", f"the training loss became {loss_value} at step {step} "
-                           f"(lr {optimizer.param_groups[0]['lr']:.3g}); lower optim.lr")
+            raise Diverged("optim.lr", f"the training loss became {loss_value} at step {step}, which took lr "
+                           f"{lr:.3g} ({peak}); lower optim.lr")
         if on_step is not None:  # the hook divides by images: hand it correct targets per image
             on_step(seen, loss_sum, correct * seen / counted.clamp(min=1))
         if should_stop is not None and should_stop():
             raise StopAtStep(EpochState(step + 1, seen, float(loss_sum), int(correct), int(counted),
                                         time.perf_counter() - start))
     loss_mean = float(loss_sum) / max(seen, 1)
-    lr = optimizer.param_groups[0]["lr"]
+    lrs = f"this epoch's steps took lr up to {top_lr:.3g} ({peak})"
     if not math.isfinite(loss_mean):
-        raise Diverged("optim.lr", f"the training loss became {loss_mean} (lr {lr:.3g}); lower optim.lr")
+        raise Diverged("optim.lr", f"the training loss became {loss_mean}; {lrs}; lower optim.lr")
     if first_loss and loss_mean > DIVERGENCE_FACTOR * first_loss[0]:
         raise Diverged("optim.lr", f"the epoch's mean training loss {loss_mean:.3g} is more than "
-                       f"{DIVERGENCE_FACTOR:g}x the first step's {first_loss[0]:.3g}: the run blew up "
-                       f"(lr {lr:.3g}); lower optim.lr")
+                       f"{DIVERGENCE_FACTOR:g}x the first step's {first_loss[0]:.3g}: the run blew up; {lrs}; "
+                       "lower optim.lr")
     return {"loss": loss_mean, "acc": float(correct) / max(int(counted), 1), "images": seen,
             "seconds": time.perf_counter() - start}
+
+
+def _step_lr(optimizer: torch.optim.Optimizer, peak_lr: float | None) -> float:
+    """The lr the next step takes: the schedule's share of its peak (the first group's lr
+    over its `initial_lr`, which every schedule sets) times `peak_lr`, so in optim.lr's
+    units whatever the optimizer makes of it (decoupled SGD, Muon's groups); without
+    `peak_lr`, the first group's torch lr."""
+    group = optimizer.param_groups[0]
+    return group["lr"] if peak_lr is None else peak_lr * group["lr"] / group["initial_lr"]
 
 
 # Test-time augmentation (`trainer.tta`): each entry maps (model, images) to the logits

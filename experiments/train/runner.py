@@ -308,7 +308,8 @@ def _epoch(run: _Run, epoch: int, stop: StopRequest) -> dict[str, Any]:
     with EpochProgress(t["progress"], epoch, t["epochs"], len(train_batches) * t["batch_size"]) as bar, \
             probe or contextlib.nullcontext():
         tr = train_epoch(run.step_model, train_batches, run.optimizer, run.scheduler, run.loss_fn, run.amp,
-                         bar.hook, state=run.partial, should_stop=stop, first_loss=run.first_loss)
+                         bar.hook, state=run.partial, should_stop=stop, first_loss=run.first_loss,
+                         peak_lr=run.cfg["optim"]["lr"])
     run.last["train"] = tr
     row = {"epoch": epoch, "train/loss": tr["loss"], "train/acc": tr["acc"], "lr": run.epoch_lr,
            "throughput/images_per_s": tr["images"] / tr["seconds"]}
