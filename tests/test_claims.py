@@ -165,3 +165,13 @@ def test_bn_modes_hold_when_the_outputs_differ_and_name_the_unclear_cells(tmp_pa
     assert r.verdict == "holds: the outputs differ in every run; the accuracy gap is not clear at batch 8, momentum 0.1"
     assert "test loss in 6/6 runs" in r.measured and "clear in 1 of 2" in r.measured
     assert any("batch varied" in d for d in r.details)  # the conditions do not pretend one batch size
+
+
+@pytest.mark.parametrize("given", [True, False])
+def test_sampler_claims_refuses_a_sweeps_folder_that_does_not_exist(cli, tmp_path: Path, given: bool) -> None:
+    # given: a mistyped path; not given: the default outputs/multirun, before any sweep was run
+    proc = cli("claims", *(["nonexistent"] if given else []), "--out", "report.md")
+    missing = "nonexistent" if given else str(Path("outputs") / "multirun")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert " ".join(proc.stderr.split()).startswith(f"error: {missing}: does not exist;"), proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "report.md").exists()

@@ -30,6 +30,7 @@ from sampler.blocks import build_model
 from sampler.blocks.registry import is_number
 
 from ..analysis.stats import difference_ci, holm, paired_t, seeds_needed, t_interval
+from ..errors import ConfigError
 from ..runs.provenance import git_state, hardware, versions
 from ..runs.read import Run, find_runs
 from ..train.cost import activation_memory
@@ -775,7 +776,6 @@ def _test_images(ctx: Context, name: str, count: int) -> torch.Tensor | None:
     from sampler.blocks.registry import call_with_accepted
 
     from ..data import DATASETS
-    from ..errors import ConfigError
     from .config import compose
 
     from hydra.errors import HydraException
@@ -801,7 +801,11 @@ CLAIMS: tuple[Callable[[Context], Row], ...] = (
 
 
 def build_rows(sweeps_root: Path, data_root: Path | None) -> list[Row]:
-    ctx = Context(find_sweeps(sweeps_root) if sweeps_root.exists() else {}, data_root)
+    if not sweeps_root.exists():  # as compare refuses it: a report "from" nowhere would say nothing was measured
+        raise ConfigError(str(sweeps_root), "does not exist; pass the folder that holds the claim presets' "
+                          "sweeps (outputs/multirun by default), or run them first: sampler train -m "
+                          "experiment=bn_convergence, and the other presets sampler ls lists")
+    ctx = Context(find_sweeps(sweeps_root), data_root)
     return [claim(ctx) for claim in CLAIMS]
 
 
