@@ -342,6 +342,10 @@ def test_list_valued_variants_keep_their_brackets_in_the_table(compare, tmp_path
     (["SWEEP", "--by", "model.poool"], ["--by: no run has the key model.poool", "model.pool"]),
     (["SWEEP", "--format", "xml"], ["--format: unknown format 'xml'", "csv, json"]),
     (["SWEEP", "--alpha", "5"], ["--alpha: 5.0 must be between 0 and 1"]),
+    (["SWEEP", "--effect", "-1"], ["--effect: -1.0 must be a positive number", "e.g. 0.5"]),
+    (["SWEEP", "--effect", "0"], ["--effect: 0.0 must be a positive number"]),
+    (["SWEEP", "--effect", "nan"], ["--effect: nan must be a positive number"]),
+    (["SWEEP", "--effect", "inf"], ["--effect: inf must be a positive number"]),
 ])
 def test_user_errors_are_one_paragraph_and_exit_2(compare, sweep: Path, tmp_path: Path, args, words) -> None:
     (tmp_path / "EMPTY").mkdir()

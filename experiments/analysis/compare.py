@@ -1,6 +1,7 @@
 """`sampler compare`: the ablation's answer, from run directories alone (DESIGN §4, §7)."""
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -20,6 +21,9 @@ def compare(paths: Sequence[Path], metric: str | None = None, by: Sequence[str] 
     metric's displayed units: points of % for accuracies and IoUs."""
     if fmt not in FORMATS:
         raise ConfigError("--format", f"unknown format {fmt!r}; choose one of: {', '.join(FORMATS)}")
+    if effect is not None and not (math.isfinite(effect) and effect > 0):  # in the user's units, before the /100
+        raise ConfigError("--effect", f"{effect} must be a positive number: the size of the difference to "
+                          "separate, in points of % for accuracies and IoUs (e.g. 0.5)")
     by = [k for item in by for k in item.split(",") if k]
     runs = find_runs(paths)
     if effect is not None and is_fraction(metric or default_metric(runs)):
