@@ -13,13 +13,15 @@ from .registry import ConfigError, is_number
 
 
 def build_model(*, head: Any = "linear", num_classes: int = 10, init: str = "he", dirac: bool = False,
-                init_scale: float = 1.0, **kwargs: Any) -> nn.Module:
+                init_scale: float = 1.0, head_args: dict[str, Any] | None = None, **kwargs: Any) -> nn.Module:
     """The one model builder: `build_encoder` and a registered head, initialised by the
     `init` scheme for the configured activation (`dirac`: conv units start as the
     identity), its conv and linear weights multiplied by `init_scale`.
     Arguments `build_encoder` takes build the encoder (errors name
     them `model.*`); the rest go to the head (`head.*`): a `Classifier` for `linear`, a
-    `Segmenter` for the dense `decoder` head. Plain Python values only, so it works
+    `Segmenter` for the dense `decoder` head. With `head_args`, the head's arguments
+    come from there alone and every other one must be the stack's, so each error names
+    the key where the config has it (`make_model`). Plain Python values only, so it works
     without Hydra:
 
     >>> model = build_model(widths=[16, 32], pool="avg", norm="none")
@@ -27,7 +29,11 @@ def build_model(*, head: Any = "linear", num_classes: int = 10, init: str = "he"
     """
     encoder_params = inspect.signature(build_encoder).parameters
     encoder_args = {k: v for k, v in kwargs.items() if k in encoder_params}
-    head_args = {k: v for k, v in kwargs.items() if k not in encoder_params}
+    if head_args is None:
+        head_args = {k: v for k, v in kwargs.items() if k not in encoder_params}
+    elif unknown := sorted(set(kwargs) - set(encoder_params)):
+        keys = sorted({*encoder_params, "init", "dirac", "init_scale"} - {"in_channels", "input_size"})  # data.*'s
+        raise ConfigError(f"model.{unknown[0]}", f"no model key {unknown[0]}; the stack takes: {', '.join(keys)}")
     try:
         encoder = build_encoder(**encoder_args)
     except ConfigError as e:

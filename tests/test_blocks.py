@@ -284,6 +284,21 @@ def test_unknown_head_args_are_refused_with_the_head_prefix() -> None:
     assert err.value.key == "head.dropuot" and "dropout" in err.value.message
 
 
+def test_with_head_args_a_key_is_named_where_the_config_has_it() -> None:
+    # make_model hands model.* as keywords and head.* as head_args: an unknown model.* key
+    # is the stack's to refuse, not the head's, and a head.* key never reaches the stack.
+    with pytest.raises(ConfigError) as err:
+        build_model(widths=[8], pol="avg", head_args={})
+    assert err.value.key == "model.pol" and err.value.message.startswith("no model key pol; the stack takes: ")
+    assert {"pool", "widths", "init_scale"} <= set(err.value.message.split(": ", 1)[1].split(", "))
+    with pytest.raises(ConfigError) as err:
+        build_model(widths=[8], head_args={"widths": [16]})
+    assert err.value.key == "head.widths" and "no head takes this argument" in err.value.message
+    seg = build_model(widths=[16, 32], head="decoder", head_args={"upsample": "unpool", "skips": True},
+                      num_classes=11)
+    assert seg(torch.zeros(1, 3, 32, 32)).shape == (1, 11, 32, 32)
+
+
 @pytest.mark.parametrize("act,gain", [("relu", 2 ** 0.5), ("gelu", 2 ** 0.5), ("none", 1.0),
                                       ("leaky_relu", (2 / (1 + 0.2 ** 2)) ** 0.5)])
 def test_init_follows_the_configured_activation(act: str, gain: float) -> None:

@@ -132,6 +132,15 @@ def test_a_misspelt_key_is_named_with_a_suggestion(cli) -> None:
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize("command", ["train", "inspect"])
+def test_a_new_model_key_on_purpose_is_refused_as_a_model_key(cli, command: str) -> None:
+    # What the misspelt key's message suggests (+model.pol=...) must be named model.pol, not head.pol.
+    proc = cli(command, "+model.pol=avg", "data.root=/nonexistent")
+    assert proc.returncode == 2, proc.stderr
+    assert "error: model.pol: no model key pol; the stack takes: " in proc.stderr and "pool" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 def test_the_override_check_composes_only_for_keys_some_option_lacks(monkeypatch) -> None:
     # Keys that every composition has are checked without composing (a third of a second of
     # every start-up); a key that only some options have still gets the exact, composed check.

@@ -17,7 +17,7 @@ def make_model(cfg: dict[str, Any]) -> tuple[nn.Module, DataSpec]:
     Classifier, or a Segmenter when the head is dense (head.name=decoder)."""
     spec = DATASETS.get(cfg["data"]["name"], "data.name").spec(**cfg["data"])
     head = dict(cfg["head"])
-    model = build_model(**cfg["model"], head=head.pop("name"), **head, num_classes=spec.num_classes,
+    model = build_model(**cfg["model"], head=head.pop("name"), head_args=head, num_classes=spec.num_classes,
                         in_channels=spec.in_channels, input_size=spec.input_size)
     return model, spec
 
