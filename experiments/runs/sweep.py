@@ -6,8 +6,9 @@
   the sweep is run again.
 - `resume=true` reruns the newest sweep launched with the same overrides
   (`resume=<sweep dir>` names one): jobs already `completed` are skipped, the
-  rest run again. A job holds a lock on its directory while it runs, so two
-  resumes of one sweep never write into the same job.
+  rest continue from their checkpoint (or start over when they have none). A job
+  holds a lock on its directory while it runs, so two resumes of one sweep never
+  write into the same job.
 - Jobs record their own failures (status `failed` in `metrics.json`) and return,
   so one bad job never stops the others; the end-of-sweep summary
   (experiments/analysis/summary.py) lists them and the CLI exits non-zero.
