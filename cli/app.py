@@ -164,8 +164,8 @@ def compare(
 
 @app.command()
 def claims(
-    sweeps: Path = typer.Argument(Path("outputs/multirun"), help="where the claim presets' sweeps are: the newest "
-                                  "sweep of each preset below it is read"),
+    sweeps: Optional[Path] = typer.Argument(None, help="where the claim presets' sweeps are: the newest sweep of "
+                                            "each preset below it is read; default outputs/multirun"),
     out: Path = typer.Option(Path("docs/claims.md"), help="the report to write (markdown)"),
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="CIFAR-10 and CamVid for the claims "
                                              "computed on real images; default $SAMPLER_DATA or data/"),

@@ -800,12 +800,16 @@ CLAIMS: tuple[Callable[[Context], Row], ...] = (
     claim_bn_lr, claim_bn_init, claim_bn_modes, claim_relu_inplace, claim_upsampling)
 
 
-def build_rows(sweeps_root: Path, data_root: Path | None) -> list[Row]:
-    if not sweeps_root.exists():  # as compare refuses it: a report "from" nowhere would say nothing was measured
+def build_rows(sweeps_root: Path, data_root: Path | None, given: bool = True) -> list[Row]:
+    """Every claim's row. A sweeps folder the user named must exist (as compare refuses
+    it: a report "from" nowhere would read as if nothing had been measured); the default
+    outputs/multirun may not yet: before any sweep, the computed claims are judged and
+    each measured one says which sweep to run."""
+    if given and not sweeps_root.exists():
         raise ConfigError(str(sweeps_root), "does not exist; pass the folder that holds the claim presets' "
                           "sweeps (outputs/multirun by default), or run them first: sampler train -m "
                           "experiment=bn_convergence, and the other presets sampler ls lists")
-    ctx = Context(find_sweeps(sweeps_root), data_root)
+    ctx = Context(find_sweeps(sweeps_root) if sweeps_root.exists() else {}, data_root)
     return [claim(ctx) for claim in CLAIMS]
 
 
@@ -842,16 +846,16 @@ def _bold_verdict(verdict: str) -> str:
     return f"**{head}**{sep}{rest}"
 
 
-def write_claims(sweeps_root: Path, out: Path, data_root: Path | None) -> list[Row]:
+def write_claims(sweeps_root: Path, out: Path, data_root: Path | None, given: bool = True) -> list[Row]:
     from ..runs.atomic import write_text
 
-    rows = build_rows(sweeps_root, data_root)
+    rows = build_rows(sweeps_root, data_root, given)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_text(out, render(rows, sweeps_root))
     return rows
 
 
-def print_claims(sweeps_root: Path, out: Path, data_root: Path | None = None) -> None:
+def print_claims(sweeps_root: Path | None, out: Path, data_root: Path | None = None) -> None:
     """`sampler claims`: write the report and show its table."""
     import os
 
@@ -859,7 +863,9 @@ def print_claims(sweeps_root: Path, out: Path, data_root: Path | None = None) ->
     from rich.table import Table
 
     root = data_root or Path(os.environ.get("SAMPLER_DATA", "data"))
-    rows = write_claims(Path(sweeps_root), Path(out), root if root.exists() else None)
+    given = sweeps_root is not None
+    sweeps_root = Path(sweeps_root) if given else Path("outputs/multirun")
+    rows = write_claims(sweeps_root, Path(out), root if root.exists() else None, given)
     table = Table(title=f"claims (details and commands: {out})")
     for col in ("#", "claim", "verdict", "measured"):
         table.add_column(col, overflow="fold")
