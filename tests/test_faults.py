@@ -141,6 +141,27 @@ def test_a_requeued_sweep_job_continues_from_its_checkpoint(tmp_path: Path, env:
     assert figures(m) == figures(uninterrupted)
 
 
+def test_a_sigterm_in_the_final_test_stops_it_between_its_parts(tmp_path: Path) -> None:
+    """The test's probes can take half a minute (task.shift_px): a SIGTERM must not wait
+    for all of them, or a scheduler's SIGKILL after its grace period leaves `running`."""
+    from types import SimpleNamespace
+
+    from sampler.experiments.errors import Stopped
+    from sampler.experiments.train import runner
+    from sampler.experiments.train.signals import StopRequest
+
+    run = SimpleNamespace(cfg={"trainer": {"epochs": 3, "checkpoint": True}},
+                          record=SimpleNamespace(run_dir=tmp_path))
+    stop = StopRequest()
+    runner._stop_in_test(run, stop)  # nothing asked: the test goes on
+    stop.requested = "SIGTERM"
+    with pytest.raises(Stopped, match=f"final test; its 3 epochs are trained.*resume={tmp_path}` runs the test"):
+        runner._stop_in_test(run, stop)
+    run.cfg["trainer"]["checkpoint"] = False
+    with pytest.raises(Stopped, match="cannot be continued"):
+        runner._stop_in_test(run, stop)
+
+
 def test_resuming_a_run_that_is_still_training_is_refused(tmp_path: Path, env: dict) -> None:
     run = tmp_path / "run"
     longer = [a if not a.startswith("trainer.epochs=") else "trainer.epochs=100" for a in LONG_EPOCHS]

@@ -68,7 +68,10 @@ def train(cfg: dict[str, Any], run_dir: Path, overrides: list[str], parallel_job
         try:
             run = _set_up(cfg, record, parallel_jobs, _StartupClock(), checkpoint)
             _fit(run, stop)
-            _test(run)
+            _test(run, stop)
+            # under the handlers still: a SIGTERM now waits for `completed` to be written
+            record.update({"nondeterministic_ops": nondeterministic})
+            return record.finish("completed")
         except KeyboardInterrupt:
             _finish(record, "interrupted", "interrupted by the user (Ctrl-C)")
             raise
@@ -92,8 +95,6 @@ def train(cfg: dict[str, Any], run_dir: Path, overrides: list[str], parallel_job
         except BaseException as e:
             _finish(record, "failed", f"{type(e).__name__}: {e}")
             raise
-    record.update({"nondeterministic_ops": nondeterministic})
-    return record.finish("completed")
 
 
 def _finish(record: RunRecord, status: str, error: str) -> None:
@@ -368,9 +369,12 @@ def _log_epoch(run: _Run, row: dict[str, Any]) -> None:
              row["throughput/images_per_s"], row["time/epoch_s"])
 
 
-def _test(run: _Run) -> None:
-    """Evaluate on the test split once, and record the final figures and costs."""
+def _test(run: _Run, stop: StopRequest | None = None) -> None:
+    """Evaluate on the test split once, and record the final figures and costs. A SIGTERM
+    is answered between its parts (the test pass, the probes, BatchNorm's mode gap; the
+    probes of task.shift_px take half a minute), not after all of them."""
     te = run.task.evaluate(run.step_model, run.batches[2], run.loss_fn, run.amp)
+    _stop_in_test(run, stop)
     tr, va = run.last["train"], run.last.get("val")
     epoch_times = [r["time/epoch_s"] for r in run.record.metrics["history"]]
     final = {**{f"test/{k}": v for k, v in te.items()}, "train/loss": tr["loss"], "train/acc": tr["acc"],
@@ -379,12 +383,14 @@ def _test(run: _Run) -> None:
              "memory/peak_mb": peak_memory_mb(next(run.model.parameters()).device)}
     final.update(_activation_memory(run))
     final.update(run.task.test_probes(run.model, run.batches[2], run.amp))
+    _stop_in_test(run, stop)
     final.update(_convergence(run))
     if run.cfg["trainer"]["bn_diagnostics"] and batch_norms(run.model):
         history = run.record.metrics["history"]
         final.update({k: v for k, v in history[-1].items() if k.startswith("bn/")})
         final.update(bn_mode_gap(run.model, run.batches[2], run.loss_fn, run.amp, run.cfg["trainer"]["batch_size"],
                                  "test"))
+        _stop_in_test(run, stop)
     if va is not None:
         final.update({f"val/{k}": v for k, v in va.items()})
         final.update({f"val/{k}_best": v for k, v in run.best_val.items()})
@@ -396,6 +402,17 @@ def _test(run: _Run) -> None:
                        len(run.record.metrics["history"]))
     log.info("test %s  (loss %.3f, %d images)  %.0f img/s  in %s", run.task.describe(te), te["loss"],
              run.record.metrics["data/test_images"], final["train/images_per_s"], run.record.run_dir)
+
+
+def _stop_in_test(run: _Run, stop: StopRequest | None) -> None:
+    if stop is None or not stop():
+        return
+    epochs = run.cfg["trainer"]["epochs"]
+    if not run.cfg["trainer"]["checkpoint"]:
+        raise Stopped(str(stop.requested), f"the run stopped in its final test, after its {epochs} epochs, without "
+                      "a checkpoint (trainer.checkpoint=false), so it cannot be continued")
+    raise Stopped(str(stop.requested), f"the run stopped in its final test; its {epochs} epochs are trained and "
+                  f"{CHECKPOINT} holds them, so `sampler train resume={run.record.run_dir}` runs the test alone")
 
 
 def _activation_memory(run: _Run) -> dict[str, float]:
