@@ -15,7 +15,7 @@ from typing import Any
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from .registry import ConfigError, Registry
+from .registry import ConfigError, Registry, is_number
 
 POOLS: Registry = Registry("pool")
 NORMS: Registry = Registry("norm")
@@ -81,9 +81,21 @@ def _freeze_scale(norm: nn.Module, freeze_scale: bool) -> nn.Module:
     return norm
 
 
+def _check_norm_args(eps: Any, momentum: Any = None) -> None:
+    """`norm_args.eps` and `.momentum`, when the norm is built: torch takes any value here and
+    fails, or quietly fills its running statistics with NaN, only once the model runs."""
+    if not is_number(eps) or not 0 < eps < float("inf"):
+        raise ConfigError("norm_args.eps", f"{eps!r} must be a number > 0, added to the variance before its "
+                          "square root (torch's default: 1e-5)")
+    if momentum is not None and (not is_number(momentum) or not 0 <= momentum <= 1):
+        raise ConfigError("norm_args.momentum", f"{momentum!r} must be in [0, 1]: the weight of each batch in the "
+                          "running statistics (torch's default: 0.1; null: a cumulative average)")
+
+
 @NORMS.register("batch", "BatchNorm2d: per-channel batch statistics, running mean/var")
 def batch_norm(channels: int, momentum: float = 0.1, eps: float = 1e-5, affine: bool = True,
                track_running_stats: bool = True, freeze_scale: bool = False) -> nn.Module:
+    _check_norm_args(eps, momentum)
     return _freeze_scale(nn.BatchNorm2d(channels, eps=eps, momentum=momentum, affine=affine,
                                         track_running_stats=track_running_stats), freeze_scale)
 
@@ -91,6 +103,7 @@ def batch_norm(channels: int, momentum: float = 0.1, eps: float = 1e-5, affine: 
 @NORMS.register("group", "GroupNorm with norm_args.num_groups groups")
 def group_norm(channels: int, num_groups: int = 8, eps: float = 1e-5, affine: bool = True,
                freeze_scale: bool = False) -> nn.Module:
+    _check_norm_args(eps)
     if channels % num_groups:
         raise ConfigError("norm_args.num_groups",
                           f"{num_groups} groups do not divide {channels} channels; "
@@ -101,12 +114,14 @@ def group_norm(channels: int, num_groups: int = 8, eps: float = 1e-5, affine: bo
 @NORMS.register("instance", "InstanceNorm2d: per-sample, per-channel statistics")
 def instance_norm(channels: int, momentum: float = 0.1, eps: float = 1e-5, affine: bool = True,
                   track_running_stats: bool = False, freeze_scale: bool = False) -> nn.Module:
+    _check_norm_args(eps, momentum)
     return _freeze_scale(nn.InstanceNorm2d(channels, eps=eps, momentum=momentum, affine=affine,
                                            track_running_stats=track_running_stats), freeze_scale)
 
 
 @NORMS.register("layer", "LayerNorm over (C, H, W), as GroupNorm with one group")
 def layer_norm(channels: int, eps: float = 1e-5, affine: bool = True, freeze_scale: bool = False) -> nn.Module:
+    _check_norm_args(eps)
     return _freeze_scale(nn.GroupNorm(1, channels, eps=eps, affine=affine), freeze_scale)
 
 

@@ -89,6 +89,11 @@ def test_norm_and_act_arguments_reach_the_modules() -> None:
     (dict(widths=[8, 16, 32, 64, 128, 256]), "widths", "after stage 6"),
     (dict(widths=[]), "widths", "non-empty"),
     (dict(norm="group", norm_args={"num_groups": 3}), "norm_args.num_groups", "do not divide"),
+    (dict(norm_args={"eps": 0}), "norm_args.eps", "> 0"),
+    (dict(norm="group", norm_args={"eps": -1e-5}), "norm_args.eps", "> 0"),
+    (dict(norm="layer", norm_args={"eps": "small"}), "norm_args.eps", "> 0"),
+    (dict(norm_args={"momentum": 5}), "norm_args.momentum", "[0, 1]"),
+    (dict(norm="instance", norm_args={"momentum": -1}), "norm_args.momentum", "[0, 1]"),
     (dict(conv_args={"groups": 2}), "conv_args.groups", "do not divide"),
     (dict(conv_args={"kernal_size": 3}), "conv_args.kernal_size", "kernel_size"),
     (dict(pool_args={"kernel_size": 2, "padding": 2}), "pool_args.padding", "half"),
@@ -98,6 +103,11 @@ def test_bad_values_name_the_key_and_the_choices(kwargs: dict, key: str, needle:
         build_encoder(**{"widths": [8, 16], **kwargs})
     assert err.value.key == key
     assert needle in err.value.message
+
+
+def test_norm_momentum_may_be_null_or_any_weight_in_0_to_1() -> None:
+    for momentum in (None, 0, 1, 0.5):
+        assert build_encoder(widths=[8], norm_args={"momentum": momentum})[0][0].norm.momentum == momentum
 
 
 def test_input_size_survives_exactly_five_halvings() -> None:

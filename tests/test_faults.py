@@ -301,6 +301,8 @@ def test_an_unwritable_output_path_is_a_user_error(cli, tmp_path: Path, obstacle
     (["model.order=5"], "model.order"),
     (["data.val_size=abc"], "data.val_size"),
     (["data.augment.flip=sometimes"], "data.augment.flip"),
+    (["model.norm_args.eps=0"], "model.norm_args.eps"),
+    (["model.norm_args.momentum=5"], "model.norm_args.momentum"),
 ])
 def test_config_errors_come_before_any_data_is_read_and_leave_nothing(cli, tmp_path: Path, args: list[str],
                                                                      key: str) -> None:
