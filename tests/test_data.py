@@ -217,6 +217,37 @@ def test_random_crop_is_a_window_of_the_reflect_padded_image() -> None:
     assert not torch.equal(x, images.float())  # 16 images all at offset (2, 2) is vanishingly unlikely
 
 
+@pytest.mark.parametrize("overrides,key,needle", [
+    (["data.augment.crop_padding=32"], "data.augment.crop_padding", "to 31: the reflect padding of a 32x32"),
+    (["data.augment.crop_padding=100"], "data.augment.crop_padding", "to 31"),
+    (["data.augment.crop_padding=2.5"], "data.augment.crop_padding", "whole number"),
+    (["task=segmentation", "data.augment.crop=[0,0]"], "data.augment.crop", "whole pixels > 0"),
+    (["task=segmentation", "data.augment.crop=[90.5,120]"], "data.augment.crop", "whole pixels > 0"),
+    (["task=segmentation", "data.augment.crop=90"], "data.augment.crop", "[height, width]"),
+    (["task=segmentation", "data.augment.scale=[0,1]"], "data.augment.scale", "> 0"),
+    (["task=segmentation", "data.augment.scale=[1.25,0.75]"], "data.augment.scale", "min <= max"),
+])
+def test_augmentation_the_loader_cannot_do_is_refused_before_the_data(overrides: list[str], key: str,
+                                                                       needle: str) -> None:
+    from sampler.experiments.tools.config import compose
+    from sampler.experiments.train.runner import check_config
+
+    with pytest.raises(ConfigError) as err:
+        check_config(compose(overrides))
+    assert err.value.key == key and needle in err.value.message
+
+
+def test_the_largest_padding_the_check_allows_is_one_the_loader_does() -> None:
+    from sampler.experiments.tools.config import compose
+    from sampler.experiments.train.runner import check_config
+
+    check_config(compose(["data.augment.crop_padding=31"]))
+    check_config(compose(["task=segmentation", "data.augment.crop=[64,96]", "data.augment.scale=[0.5,2]"]))
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    (x, _), = list(loader(images, crop_padding=31))
+    assert x.shape == images.shape
+
+
 def test_flip_mirrors_some_images_and_is_seeded() -> None:
     images = torch.randint(0, 256, (64, 1, 4, 4), dtype=torch.uint8)
     (x, _), = list(loader(images, flip=True))

@@ -122,7 +122,7 @@ def check_config(cfg: dict[str, Any]) -> None:
     resolve_compile(t["compile"], device)
     check_threads(t["threads"])
     task = TASKS.get(cfg["task"]["name"], "task.name")(cfg)
-    model, _ = make_model(cfg)
+    model, spec = make_model(cfg)
     task.check_model(model)
     if cfg["task"]["name"] == "classification" and t["batch_size"] < 2 and cfg["model"]["norm"] == "batch":
         raise ConfigError("trainer.batch_size", "BatchNorm in training mode needs at least 2 images per batch "
@@ -132,7 +132,7 @@ def check_config(cfg: dict[str, Any]) -> None:
     _check_probe_keys(cfg)
     tta_mode(t["tta"])
     check_lookahead(t["ema"], t["ema_every"])
-    _check_data_keys(cfg["data"])
+    _check_data_keys(cfg["data"], spec)
 
 
 def _check_probe_keys(cfg: dict[str, Any]) -> None:
@@ -150,8 +150,9 @@ def _check_probe_keys(cfg: dict[str, Any]) -> None:
                           "val/epochs_to_60")
 
 
-def _check_data_keys(d: dict[str, Any]) -> None:
-    """The types of the data keys; whether the sizes fit the data is checked when it is read."""
+def _check_data_keys(d: dict[str, Any], spec: DataSpec) -> None:
+    """The types of the data keys, and the augmentation against the image size the data set
+    declares (`spec`); whether the split sizes fit the data is checked when it is read."""
     for key in ("val_size", "subset", "test_size", "split_seed"):
         value = d.get(key)
         if value is not None and (not is_int(value) or value < 0):
@@ -161,8 +162,24 @@ def _check_data_keys(d: dict[str, Any]) -> None:
     if "flip" in augment:
         flip_mode(augment["flip"])
     padding = augment.get("crop_padding")
-    if padding is not None and (not is_int(padding) or padding < 0):
-        raise ConfigError("data.augment.crop_padding", f"{padding!r} must be a whole number of pixels >= 0")
+    if padding is not None:
+        # Reflect padding mirrors the image inside itself, so it needs fewer pixels than the shorter side.
+        most = min(spec.height_width) - 1
+        if not is_int(padding) or not 0 <= padding <= most:
+            raise ConfigError("data.augment.crop_padding", f"{padding!r} must be a whole number of pixels from 0 "
+                              f"(off) to {most}: the reflect padding of a {spec.height_width[0]}x"
+                              f"{spec.height_width[1]} image must be smaller than the image (airbench: 2, "
+                              "the usual: 4)")
+    crop = augment.get("crop")
+    if crop is not None and (not isinstance(crop, (list, tuple)) or len(crop) != 2
+                             or not all(is_int(side) and side > 0 for side in crop)):
+        raise ConfigError("data.augment.crop", f"{crop!r} must be [height, width] in whole pixels > 0, "
+                          "or null for data.size")
+    scale = augment.get("scale")
+    if scale is not None and (not isinstance(scale, (list, tuple)) or len(scale) != 2
+                              or not all(is_number(z) and z > 0 for z in scale) or scale[0] > scale[1]):
+        raise ConfigError("data.augment.scale", f"{scale!r} must be [min, max] zoom factors > 0 with min <= max, "
+                          "e.g. [0.75, 1.25]; [1, 1] = no zoom")
 
 
 class _StartupClock:
