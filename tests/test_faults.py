@@ -304,6 +304,8 @@ def test_an_unwritable_output_path_is_a_user_error(cli, tmp_path: Path, obstacle
     (["model.norm_args.eps=0"], "model.norm_args.eps"),
     (["model.norm_args.momentum=5"], "model.norm_args.momentum"),
     (["data.augment.crop_padding=100"], "data.augment.crop_padding"),
+    (["optim.momentum=-1"], "optim.momentum"),
+    (["optim.weight_decay=-5"], "optim.weight_decay"),
 ])
 def test_config_errors_come_before_any_data_is_read_and_leave_nothing(cli, tmp_path: Path, args: list[str],
                                                                      key: str) -> None:

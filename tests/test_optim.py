@@ -53,11 +53,29 @@ def test_weight_decay_skips_norms_and_biases() -> None:
     (lambda: build_optimizer(nn.Linear(2, 2), "sgd", lr=-1), "optim.lr"),
     (lambda: build_optimizer(nn.Linear(2, 2), "sgd", lr=0.1, momentum=0.0, nesterov=True), "optim.nesterov"),
     (lambda: lrs("linear"), "sched.name"),
+    # momentum first: -1 used to be blamed on nesterov, or reach torch's ValueError after the data loaded
+    (lambda: build_optimizer(nn.Linear(2, 2), "sgd", lr=0.1, momentum=-1), "optim.momentum"),
+    (lambda: build_optimizer(nn.Linear(2, 2), "sgd", lr=0.1, momentum=-1, nesterov=False), "optim.momentum"),
+    (lambda: build_optimizer(nn.Linear(2, 2), "sgd", lr=0.1, momentum=1.0, nesterov=False), "optim.momentum"),
+    (lambda: build_optimizer(nn.Linear(2, 2), "sgd", lr=0.1, momentum="high"), "optim.momentum"),
+    (lambda: build_optimizer(nn.Linear(2, 2), "sgd", lr=0.1, weight_decay=-5), "optim.weight_decay"),
+    (lambda: build_optimizer(nn.Linear(2, 2), "adamw", lr=0.1, weight_decay=-1e-4), "optim.weight_decay"),
+    (lambda: build_optimizer(nn.Linear(2, 2), "adamw", lr=0.1, betas=[0.9, 1.0]), "optim.betas"),
+    (lambda: build_optimizer(nn.Linear(2, 2), "adamw", lr=0.1, betas=0.9), "optim.betas"),
+    (lambda: build_optimizer(nn.Linear(2, 2), "adamw", lr=0.1, eps=0), "optim.eps"),
+    (lambda: build_optimizer(nn.Conv2d(2, 2, 1), "muon", lr=0.1, weight_decay=-1, batch_size=8),
+     "optim.weight_decay"),
 ])
 def test_bad_optim_values_name_the_key(call, key: str) -> None:
     with pytest.raises(ConfigError) as err:
         call()
     assert err.value.key == key
+
+
+def test_the_edges_of_the_optim_ranges_are_accepted() -> None:
+    for kwargs in ({"momentum": 0.0, "nesterov": False, "weight_decay": 0.0}, {"momentum": 0.999}):
+        assert isinstance(build_optimizer(nn.Linear(2, 2), "sgd", lr=0.1, **kwargs), torch.optim.SGD)
+    assert build_optimizer(nn.Linear(2, 2), "adamw", lr=0.1, betas=[0.0, 0.5]).defaults["betas"] == (0.0, 0.5)
 
 
 def test_every_schedule_stays_within_the_peak() -> None:

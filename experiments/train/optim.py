@@ -199,18 +199,31 @@ def check_optimizer(name: str, **kwargs: Any) -> None:
     if not isinstance(decoupled, bool):
         raise ConfigError("optim.decoupled", f"{decoupled!r} must be true (lr and weight_decay per 1024 images, "
                           "airbench) or false (torch's lr and weight_decay)")
-    momentum = kwargs.get("momentum", 0.9)
-    if decoupled and (not _is_number(momentum) or not 0 <= momentum < 1):
-        raise ConfigError("optim.momentum", f"{momentum!r} must be in [0, 1) with optim.decoupled=true")
+    # torch checks only some of these, and only once the data has loaded; a negative weight
+    # decay or a momentum of 1 or more it takes, and the run then diverges as if the lr were to blame.
+    for key in ("momentum", "sgd_momentum"):  # sgd's before nesterov's check, which needs momentum > 0
+        if key in kwargs and (not _is_number(kwargs[key]) or not 0 <= kwargs[key] < 1):
+            raise ConfigError(f"optim.{key}", f"{kwargs[key]!r} must be in [0, 1): the fraction of the last "
+                              "step kept in the next (0 = none; sgd 0.9, airbench 0.85)")
+    decay = kwargs.get("weight_decay", 0.0)
+    if not _is_number(decay) or decay < 0:
+        raise ConfigError("optim.weight_decay", f"{decay!r} must be a number >= 0 (0 = no decay); a negative "
+                          "decay pushes the weights away from 0")
+    if name == "adamw":
+        _check_adamw(**kwargs)
     if name == "muon":
         _check_muon(**kwargs)
 
 
-def _check_muon(momentum: Any = 0.6, sgd_momentum: Any = 0.85, sgd_lr: Any = 11.5, ns_steps: Any = 3,
-                normalize: Any = True, **_: Any) -> None:
-    for key, value in (("momentum", momentum), ("sgd_momentum", sgd_momentum)):
-        if not _is_number(value) or not 0 <= value < 1:
-            raise ConfigError(f"optim.{key}", f"{value!r} must be in [0, 1)")
+def _check_adamw(betas: Any = (0.9, 0.999), eps: Any = 1e-8, **_: Any) -> None:
+    if (not isinstance(betas, (list, tuple)) or len(betas) != 2
+            or not all(_is_number(b) and 0 <= b < 1 for b in betas)):
+        raise ConfigError("optim.betas", f"{betas!r} must be [beta1, beta2], each in [0, 1) (torch: [0.9, 0.999])")
+    if not _is_number(eps) or eps <= 0:
+        raise ConfigError("optim.eps", f"{eps!r} must be a number > 0, added to the denominator (torch: 1e-8)")
+
+
+def _check_muon(sgd_lr: Any = 11.5, ns_steps: Any = 3, normalize: Any = True, **_: Any) -> None:
     if not _is_number(sgd_lr) or sgd_lr <= 0:
         raise ConfigError("optim.sgd_lr", f"{sgd_lr!r} must be a positive number (per 1024 images, airbench 11.5)")
     if not is_int(ns_steps) or not 1 <= ns_steps <= 20:
