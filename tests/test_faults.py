@@ -306,6 +306,7 @@ def test_an_unwritable_output_path_is_a_user_error(cli, tmp_path: Path, obstacle
     (["data.augment.crop_padding=100"], "data.augment.crop_padding"),
     (["optim.momentum=-1"], "optim.momentum"),
     (["optim.weight_decay=-5"], "optim.weight_decay"),
+    (["sched=onecycle", "sched.pct_start=2"], "sched.pct_start"),
 ])
 def test_config_errors_come_before_any_data_is_read_and_leave_nothing(cli, tmp_path: Path, args: list[str],
                                                                      key: str) -> None:

@@ -63,6 +63,12 @@ def test_weight_decay_skips_norms_and_biases() -> None:
     (lambda: build_optimizer(nn.Linear(2, 2), "adamw", lr=0.1, betas=[0.9, 1.0]), "optim.betas"),
     (lambda: build_optimizer(nn.Linear(2, 2), "adamw", lr=0.1, betas=0.9), "optim.betas"),
     (lambda: build_optimizer(nn.Linear(2, 2), "adamw", lr=0.1, eps=0), "optim.eps"),
+    (lambda: lrs("onecycle", pct_start=2), "sched.pct_start"),  # the lr never reached its peak
+    (lambda: lrs("onecycle", pct_start=1), "sched.pct_start"),  # ZeroDivisionError at the last step
+    (lambda: lrs("onecycle", initial_lr_ratio=-0.1), "sched.initial_lr_ratio"),
+    (lambda: lrs("cosine", final_lr_ratio=2), "sched.final_lr_ratio"),
+    (lambda: lrs("step", gamma=10), "sched.gamma"),
+    (lambda: lrs("step", milestones=[30, 60]), "sched.milestones"),  # epochs: the lr would never drop
     (lambda: build_optimizer(nn.Conv2d(2, 2, 1), "muon", lr=0.1, weight_decay=-1, batch_size=8),
      "optim.weight_decay"),
 ])
@@ -76,6 +82,8 @@ def test_the_edges_of_the_optim_ranges_are_accepted() -> None:
     for kwargs in ({"momentum": 0.0, "nesterov": False, "weight_decay": 0.0}, {"momentum": 0.999}):
         assert isinstance(build_optimizer(nn.Linear(2, 2), "sgd", lr=0.1, **kwargs), torch.optim.SGD)
     assert build_optimizer(nn.Linear(2, 2), "adamw", lr=0.1, betas=[0.0, 0.5]).defaults["betas"] == (0.0, 0.5)
+    assert lrs("onecycle", pct_start=0.0, final_lr_ratio=1.0)[0] == 1.0
+    assert lrs("step", milestones=[0.0, 1.0], gamma=0.0)[0] == 0.0
 
 
 def test_every_schedule_stays_within_the_peak() -> None:

@@ -240,6 +240,20 @@ def check_scheduler(name: str, warmup_epochs: Any = 0.0, **kwargs: Any) -> None:
     SCHEDULES.check_args(kwargs, "sched")
     if not is_number(warmup_epochs) or warmup_epochs < 0:
         raise ConfigError("sched.warmup_epochs", f"{warmup_epochs!r} must be a number >= 0")
+    # Every shape multiplies the peak lr by at most 1; outside these ranges one would exceed
+    # the peak, go negative, or (pct_start 1) divide by zero at the last step.
+    for key, ok, allowed in (("initial_lr_ratio", lambda v: 0 <= v <= 1, "in [0, 1]"),
+                             ("final_lr_ratio", lambda v: 0 <= v <= 1, "in [0, 1]"),
+                             ("gamma", lambda v: 0 <= v <= 1, "in [0, 1]"),
+                             ("pct_start", lambda v: 0 <= v < 1, "in [0, 1), the fraction of the steps spent "
+                                                                 "rising to the peak")):
+        if key in kwargs and (not _is_number(kwargs[key]) or not ok(kwargs[key])):
+            raise ConfigError(f"sched.{key}", f"{kwargs[key]!r} must be {allowed}")
+    milestones = kwargs.get("milestones", ())
+    if (not isinstance(milestones, (list, tuple))
+            or not all(_is_number(m) and 0 <= m <= 1 for m in milestones)):
+        raise ConfigError("sched.milestones", f"{milestones!r} must be a list of fractions of training in [0, 1], "
+                          "e.g. [0.5, 0.75] (not epochs)")
 
 
 def build_optimizer(model: nn.Module, name: str, batch_size: int | None = None,
