@@ -128,4 +128,9 @@ def run_dirs(root: Path) -> list[Path]:
 
 
 def read_metrics(run_dir: Path) -> dict:
-    return json.loads((Path(run_dir) / "metrics.json").read_text())
+    """metrics.json as a strict JSON parser reads it: a bare NaN or Infinity fails the test."""
+    return json.loads((Path(run_dir) / "metrics.json").read_text(), parse_constant=_not_json)
+
+
+def _not_json(constant: str) -> None:
+    raise ValueError(f"metrics.json holds {constant}, which is not JSON")

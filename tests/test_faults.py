@@ -362,6 +362,24 @@ def test_a_loss_that_is_not_finite_names_the_lr_its_step_took() -> None:
     assert f"at step 2, which took lr {took:.3g} (the schedule's peak, optim.lr, is 0.4)" in caught.value.message
 
 
+def test_a_nan_figure_is_null_in_metrics_json_named_and_warned_about_once(tmp_path: Path, caplog) -> None:
+    from sampler.experiments.runs.record import RunRecord
+
+    record = RunRecord(tmp_path, {"seed": 0}, [], tensorboard=False)
+    for epoch in (1, 2):  # as momentum=5 did: training finite, every evaluation nan
+        record.epoch({"epoch": epoch, "train/loss": 2.0, "val/loss": float("nan"), "val/acc": 0.1})
+    record.update({"test/loss": float("inf"), "test/acc": 0.1})
+    m = record.finish("completed")
+    assert m["test/loss"] == float("inf")  # the run's own figures keep the value
+    saved = read_metrics(tmp_path)  # strict: a bare NaN would fail here
+    assert saved["status"] == "completed" and saved["test/loss"] is None and saved["test/acc"] == 0.1
+    assert [row["val/loss"] for row in saved["history"]] == [None, None]
+    assert saved["non_finite"] == ["test/loss", "val/loss"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 2, warnings  # once per figure, not once per epoch
+    assert warnings[0].startswith("val/loss was nan; metrics.json holds null") and "model.norm_args" in warnings[0]
+
+
 def test_an_empty_class_folder_is_named(cli, tmp_path: Path, data_root: Path) -> None:
     data = tmp_path / "data"
     shutil.copytree(data_root / "cifar10", data / "cifar10")

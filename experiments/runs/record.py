@@ -2,10 +2,15 @@
 
 `metrics.json` is rewritten atomically after every epoch with `status: running`,
 so readers always see a complete file, and a final time with the end status:
-completed, failed, interrupted or diverged.
+completed, failed, interrupted or diverged. It is strict JSON: a figure that is NaN or
+infinite is written as null, named in `non_finite` and warned about once in the log
+(TensorBoard keeps the value itself). A run whose evaluation alone was not finite still
+ends `completed`: it trained to the end, and the null figures say what went wrong.
 """
 from __future__ import annotations
 
+import logging
+import math
 import os
 import socket
 import time
@@ -22,6 +27,8 @@ from .provenance import git_state, hardware, versions
 
 # cancelled and timeout: SLURM ended the job; pending: queued in SLURM, not started yet.
 STATUSES = ("running", "completed", "failed", "interrupted", "diverged", "cancelled", "timeout", "pending")
+
+log = logging.getLogger("sampler")
 
 
 class RunRecord:
@@ -45,6 +52,7 @@ class RunRecord:
             "history": [], "error": None,
         }
         self.earlier_s = 0.0
+        self.warned: set[str] = set()  # the figures already reported as not finite
         if resumed is not None:
             self.earlier_s = float(resumed.get("time/total_s") or 0.0)
             self.metrics["started_at"] = resumed.get("started_at") or self.metrics["started_at"]
@@ -138,7 +146,14 @@ class RunRecord:
 
     def save(self) -> None:
         self.metrics["time/total_s"] = round(self.earlier_s + time.perf_counter() - self.start, 3)
-        write_json(self.run_dir / "metrics.json", self.metrics)
+        bad: dict[str, float] = {}
+        metrics = _finite_or_null(self.metrics, "", bad)
+        if bad:
+            metrics["non_finite"] = sorted(bad)
+        for name in sorted(set(bad) - self.warned):
+            self.warned.add(name)
+            log.warning("%s was %s; metrics.json holds null there. %s", name, bad[name], _non_finite_hint(name))
+        write_json(self.run_dir / "metrics.json", metrics)
 
     def finish(self, status: str, error: str | None = None) -> dict[str, Any]:
         """The end status, into metrics.json and TensorBoard. When the disk refuses even
@@ -163,6 +178,28 @@ class RunRecord:
                 writer.close()
             except OSError:
                 pass  # a full disk: the events file keeps what reached it
+
+
+def _finite_or_null(value: Any, name: str, bad: dict[str, float]) -> Any:
+    """`value` with every NaN or infinite float as None, since strict JSON parsers refuse
+    Python's bare NaN; `bad` gets each such figure's name (a history row's figure by its
+    own name, `val/loss`) and value."""
+    if isinstance(value, float) and not math.isfinite(value):
+        bad[name.removeprefix("history.")] = value
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v, f"{name}.{k}" if name else str(k), bad) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(v, name, bad) for v in value]
+    return value
+
+
+def _non_finite_hint(name: str) -> str:
+    if name.startswith(("val/", "test/")):
+        return ("The model's output in evaluation mode was not finite while training went on: look at what "
+                "eval mode uses and training does not, BatchNorm's running statistics (model.norm_args.momentum, "
+                "model.norm_args.eps), or try trainer.precision=fp32.")
+    return "Readers of metrics.json see it as missing."
 
 
 # After the swept keys, the HParams columns go model first: TensorBoard ticks the first few.
