@@ -53,6 +53,48 @@ def test_pickles_are_read_and_cached_outside_the_source(tmp_path: Path) -> None:
     assert torch.equal(again["train_x"], t["train_x"])
 
 
+@pytest.mark.parametrize("damage,needle", [
+    (lambda t: t["train_y"].__setitem__(3, 12), "train_y holds label 12, outside 0-9"),
+    (lambda t: t.__setitem__("test_y", t["test_y"][:-1]), "test_y is torch.int64 of shape (19,)"),
+    (lambda t: t.__setitem__("train_x", t["train_x"].float()), "train_x is torch.float32"),
+    (lambda t: t.pop("test_x"), "test lacks its images"),
+    (None, "cannot be read"),
+])
+def test_a_damaged_cache_is_rebuilt_with_one_warning_naming_it(tmp_path: Path, caplog, damage, needle: str) -> None:
+    write_pickles(tmp_path / "data")
+    cache = tmp_path / "cache"
+    good = load_cifar10_tensors(tmp_path / "data", cache_dir=cache)
+    (file,) = cache.glob("cifar10-pickle-*.pt")
+    if damage is None:
+        file.write_bytes(b"not a tensor file")
+    else:
+        tensors = torch.load(file, weights_only=True)
+        damage(tensors)
+        torch.save(tensors, file)
+    again = load_cifar10_tensors(tmp_path / "data", cache_dir=cache)
+    assert all(torch.equal(again[k], good[k]) for k in good)  # decoded afresh, not the damaged copy
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert str(file) in warning and needle in warning, warning
+    caplog.clear()
+    load_cifar10_tensors(tmp_path / "data", cache_dir=cache)  # the rebuilt file loads quietly
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
+def test_cached_masks_may_hold_void_but_no_other_label_beyond_the_classes() -> None:
+    from sampler.experiments.data.cache import check_tensors
+
+    x = torch.zeros(2, 3, 4, 5, dtype=torch.uint8)
+    y = torch.full((2, 4, 5), 255, dtype=torch.uint8)
+    y[0, 0, 0] = 10
+    assert check_tensors({"train_x": x, "train_y": y}, num_classes=11) is None
+    y[1, 1, 1] = 11
+    assert "label 11, outside 0-10 and 255 (void)" in check_tensors({"train_x": x, "train_y": y}, num_classes=11)
+    assert "not integer labels or masks" in check_tensors({"train_x": x, "train_y": y[:, :3]}, num_classes=12)
+    labels = torch.tensor([0, 1])
+    assert "differ in size" in check_tensors({"a_x": x, "a_y": labels, "b_x": x[:, :, :3], "b_y": labels},
+                                             num_classes=2)
+
+
 def test_a_changed_source_is_read_again(tmp_path: Path) -> None:
     write_pickles(tmp_path / "data", seed=0)
     cache = tmp_path / "cache"

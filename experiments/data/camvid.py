@@ -105,7 +105,7 @@ def load_camvid_tensors(root: str | Path, size: Sequence[int], cache_dir: str | 
             tensors.update({f"{split}_x": x, f"{split}_y": y})
         return tensors
 
-    return cached_tensors(cache_dir, f"camvid-{key}-{size[0]}x{size[1]}.pt", read)
+    return cached_tensors(cache_dir, f"camvid-{key}-{size[0]}x{size[1]}.pt", read, len(CAMVID_CLASSES))
 
 
 def load_camvid(root: str, size: Sequence[int] = (180, 240), subset: int | None = None, split_seed: int = 0,

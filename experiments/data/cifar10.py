@@ -107,7 +107,8 @@ def load_cifar10_tensors(root: str | Path, download: bool | str = False, cache_d
                           "environment variable), or set data.download=auto to fetch it when online")
     kind, path = found
     return cached_tensors(cache_dir, f"cifar10-{kind}-{source_key(kind, path, _entries(kind, path))}.pt",
-                          lambda: _read_pickles(path) if kind == "pickle" else _read_folder(path))
+                          lambda: _read_pickles(path) if kind == "pickle" else _read_folder(path),
+                          len(CIFAR10_CLASSES))
 
 
 def _entries(kind: str, path: Path) -> list[Path]:

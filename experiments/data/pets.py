@@ -56,7 +56,7 @@ def load_pets(root: str, size: Sequence[int] = (128, 128), download: bool = Fals
             tensors[f"{split}_x"], tensors[f"{split}_y"] = _read_pets(_open_pets(base, split), size)
         return tensors
 
-    t = cached_tensors(cache_dir, f"pets-{key}-{size[0]}x{size[1]}.pt", read)
+    t = cached_tensors(cache_dir, f"pets-{key}-{size[0]}x{size[1]}.pt", read, len(PETS_CLASSES))
     trainval = Split(t["trainval_x"], t["trainval_y"])
     if not val_size:
         raise ConfigError("data.val_size", "must be at least 1: Oxford-IIIT Pet has no validation split of its own")
