@@ -21,8 +21,29 @@ from sampler.experiments.train.env import resolve_precision
 def test_ls_lists_every_registry_and_preset(cli) -> None:
     out = cli("ls", check=True).stdout
     for name in ("model.pool", "max", "avg", "model.norm", "batch", "group", "model.act", "leaky_relu",
-                 "optim.name", "adamw", "sched.name", "onecycle", "pool_max_vs_avg", "cifar10_fast"):
+                 "adamw", "airbench_sgd", "onecycle", "pool_max_vs_avg", "cifar10_fast",
+                 "Max or average pooling?", "Does BatchNorm still help here?"):  # a preset's question
         assert name in out, name
+    # the keys a registry entry is chosen by: the group (optim=adamw), never optim.name=adamw
+    keys = {line.split("│")[1].strip() for line in out.splitlines() if line.count("│") >= 3}
+    assert {"optim", "sched", "data", "task"} <= keys and not keys & {"optim.name", "sched.name", "data.name",
+                                                                     "task.name"}, keys
+
+
+@pytest.mark.parametrize("args,key,needle", [
+    (["task.name=segmentation"], "task.name", "choose it with task=segmentation"),
+    (["data.name=camvid"], "data.name", "choose it with data=camvid"),
+    (["sched.name=cosine"], "sched.name", "keep the other sched.* keys of onecycle"),
+    (["task=segmentation", "data.name=cifar10"], "data.name", "keys of camvid"),  # task's own data choice
+    (["data=camvid"], "data", "use task=segmentation"),  # CamVid under the classification task
+    (["task=segmentation", "data=cifar10"], "data", "use task=classification, or a segmentation data set: camvid"),
+])
+def test_choosing_a_data_set_task_or_schedule_by_its_name_key_is_refused(cli, tmp_path: Path, args: list[str],
+                                                                         key: str, needle: str) -> None:
+    proc = cli("train", *args)
+    said = " ".join(proc.stderr.split())
+    assert proc.returncode == 2 and f"error: {key}:" in said and needle in said, proc.stderr
+    assert "Traceback" not in said and not (tmp_path / "outputs").exists()
 
 
 def test_inspect_builds_without_data_and_counts_params(cli) -> None:

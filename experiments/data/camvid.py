@@ -121,6 +121,7 @@ def load_camvid(root: str, size: Sequence[int] = (180, 240), subset: int | None 
 class SegmentationSet:
     """A registry entry: class names and colours, and the spec from `data.size`."""
 
+    task = "segmentation"  # the task.name it serves (runner.check_config)
     classes: tuple[str, ...] = ()
     palette: tuple[tuple[int, int, int], ...] = ()
 

@@ -129,6 +129,8 @@ def load_cifar10(root: str, download: bool | str = False, subset: int | None = N
 
 @DATASETS.register("cifar10", "CIFAR-10: 32x32 RGB, 10 classes, 50k train / 10k test")
 class Cifar10:
+    task = "classification"  # the task.name it serves (runner.check_config)
+
     @staticmethod
     def spec(**_: object) -> DataSpec:
         return DataSpec(in_channels=3, input_size=32, num_classes=10)

@@ -62,6 +62,7 @@ def check_override_keys(args: Sequence[str]) -> None:
             choices.append(f"{key}={first}")
         else:
             values.append(key)
+    check_name_keys(overrides, choices)
     if not values or (all(always_present(key) for key in values) and not any(c.endswith("=null") for c in choices)):
         return  # every composition has these keys: no need to compose one (a third of a second)
     if (chosen := chosen_keys(choices)) is not None and all(key in chosen for key in values):
@@ -110,6 +111,39 @@ def check_group_choices(overrides: Sequence[Any], groups: set[str]) -> None:
             raise ConfigError(key, f"{value!r} is not one of its options; {hint}choose one of: "
                               f"{', '.join(options) or '(none found)'}"
                               + (" (`sampler ls` describes the presets)" if key == "experiment" else ""))
+
+
+NAMED_GROUPS = ("data", "task", "sched")  # groups whose option sets `<group>.name` (optim: check_optimizer_choice)
+
+
+def check_name_keys(overrides: Sequence[Any], choices: Sequence[str]) -> None:
+    """`data.name=camvid`, `task.name=segmentation`, `sched.name=cosine` (the keys
+    `sampler ls` lists) switch the registry entry but keep the other keys of the group's
+    chosen option: CamVid under CIFAR-10's augmentation, a segmentation task without its
+    keys, each ending in a traceback after the data had loaded. The group's option brings
+    the entry with its own keys, so a name that differs from the one the command's group
+    choices compose to (`choices`: `group=option`, a preset's included) is refused,
+    naming `group=name`. Composes only when such a key is given."""
+    wanted = {group: names for group in NAMED_GROUPS if (names := _values(overrides, f"{group}.name"))}
+    if not wanted:
+        return
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        cfg = compose(choices)
+    except (HydraException, OmegaConfBaseException, ValueError):
+        return  # Hydra says what is wrong with the choices
+    root = resources.files("sampler.configs")
+    for group, names in wanted.items():
+        own = (cfg.get(group) or {}).get("name")
+        options = sorted(p.name[:-5] for p in (root / group).iterdir() if p.name.endswith(".yaml"))
+        for name in names:
+            if own is not None and name != own:
+                instead = (f"choose it with {group}={name}, which brings its own keys" if name in options
+                           else f"the options of {group} are {', '.join(options)}")
+                raise ConfigError(f"{group}.name", f"{name} would keep the other {group}.* keys of {own}, the "
+                                  f"{group} this command chooses; {instead}")
 
 
 def group_options(group: str) -> list[str]:

@@ -20,16 +20,42 @@ def experiment_presets() -> list[str]:
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
+# Registry keys chosen through a config group: `optim=adamw` brings AdamW with its own
+# keys, while `optim.name=adamw` would keep the other option's (refused, tools/config.py).
+GROUP_CHOSEN = {"optim.name": "optim", "sched.name": "sched", "data.name": "data", "task.name": "task"}
+
+
+def option_blurb(group: str, name: str) -> str:
+    """An option file's first sentence: what its opening comment asks or says first."""
+    path = resources.files("sampler.configs") / group / f"{name}.yaml"
+    lines = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        if "@package" not in line:
+            lines.append(line.lstrip("# ").strip())
+    text = " ".join(lines)
+    ends = [i + 1 for i in (text.find("? "), text.find("?")) if i >= 0] + \
+           [i for i in (text.find(". "), text.find(": "), text.find(" (")) if i >= 0]
+    first = text[:min(ends)] if ends else text
+    return first if len(first) <= 100 else first[:99].rsplit(" ", 1)[0] + " …"
+
+
 def print_registries() -> None:
     table = Table(title="choices (override with KEY=NAME)")
     for col in ("key", "name", "what it is"):
         table.add_column(col)
     for key, registry in CHOICES.items():
-        for i, name in enumerate(registry.names()):
-            table.add_row(key if i == 0 else "", name, registry.describe(name))
+        group = GROUP_CHOSEN.get(key)
+        folder = resources.files("sampler.configs") / group if group else None
+        names = sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml")) if folder else \
+            registry.names()
+        for i, name in enumerate(names):
+            what = registry.describe(name) if name in registry.names() else option_blurb(group, name)
+            table.add_row((group or key) if i == 0 else "", name, what)
         table.add_section()
     for i, name in enumerate(experiment_presets()):
-        table.add_row("experiment" if i == 0 else "", name, "configs/experiment preset")
+        table.add_row("experiment" if i == 0 else "", name, option_blurb("experiment", name) or "a preset")
     Console().print(table)
 
 

@@ -122,6 +122,7 @@ def check_config(cfg: dict[str, Any]) -> None:
     resolve_compile(t["compile"], device)
     check_threads(t["threads"])
     task = TASKS.get(cfg["task"]["name"], "task.name")(cfg)
+    _check_data_task(cfg)
     model, spec = make_model(cfg)
     task.check_model(model)
     if cfg["task"]["name"] == "classification" and t["batch_size"] < 2 and cfg["model"]["norm"] == "batch":
@@ -133,6 +134,20 @@ def check_config(cfg: dict[str, Any]) -> None:
     tta_mode(t["tta"])
     check_lookahead(t["ema"], t["ema_every"])
     _check_data_keys(cfg["data"], spec)
+
+
+def _check_data_task(cfg: dict[str, Any]) -> None:
+    """A data set serves one task: CamVid's masks under task=classification failed with a
+    KeyError once the data had loaded (its data.augment has no crop_padding)."""
+    name, task = cfg["data"]["name"], cfg["task"]["name"]
+    serves = getattr(DATASETS.get(name, "data.name"), "task", task)
+    if serves != task:
+        fitting = ", ".join(n for n in DATASETS.names() if getattr(DATASETS.get(n), "task", task) == task)
+        raise ConfigError("data", f"data={name} is a {serves} data set and this run's task is {task}; use "
+                          f"task={serves}" + (" (it picks data=camvid, a dense head and their defaults"
+                                              + (f"; keep data={name} beside it" if name != "camvid" else "") + ")"
+                                              if serves == "segmentation" else "")
+                          + f", or a {task} data set: {fitting}")
 
 
 def _check_probe_keys(cfg: dict[str, Any]) -> None:
