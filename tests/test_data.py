@@ -196,6 +196,7 @@ def test_val_split_and_subset_are_balanced_disjoint_and_seeded(tmp_path: Path) -
 
 @pytest.mark.parametrize("kwargs,key", [(dict(val_size=15, subset=None), "data.val_size"),
                                         (dict(val_size=100, subset=5), "data.subset"),
+                                        (dict(val_size=100, subset=15), "data.subset"),  # 10 then, silently
                                         (dict(val_size=100, subset=10_000), "data.subset")])
 def test_bad_split_sizes_name_the_key(kwargs: dict, key: str) -> None:
     train = Split(torch.zeros(1000, 1, 2, 2, dtype=torch.uint8), torch.arange(1000) % 10)

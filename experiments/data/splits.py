@@ -59,9 +59,10 @@ def split_train(train: Split, val_size: int, subset: int | None, split_seed: int
         val = train.take(chosen)
     if subset is not None:
         left = len(train) if keep is None else len(keep)
-        if not is_int(subset) or not step <= subset <= left:
+        if not is_int(subset) or subset % step or not step <= subset <= left:
             after = " left after the validation split" if val is not None else ""
-            raise ConfigError("data.subset", f"{subset!r} must be between {step} and the {left} "
+            whole = f"a multiple of the {num_classes} classes " if num_classes else ""
+            raise ConfigError("data.subset", f"{subset!r} must be {whole}between {step} and the {left} "
                               f"training images{after} (null uses all)")
         labels = None if not num_classes else train.labels if keep is None else train.labels[keep]
         chosen, _ = _choose(left, subset, g, labels, num_classes)
