@@ -64,12 +64,14 @@ def train(cfg: dict[str, Any], run_dir: Path, overrides: list[str], parallel_job
                        resumed=checkpoint and {**checkpoint["record"], "history": checkpoint["history"],
                                                "step": checkpoint["step"]}, swept=swept_keys())
     device = resolve_device(cfg["trainer"]["device"])
-    with StopRequest() as stop, deterministic(cfg["trainer"]["deterministic"], device) as nondeterministic:
+    with StopRequest() as stop:
         try:
-            run = _set_up(cfg, record, parallel_jobs, _StartupClock(), checkpoint)
-            _fit(run, stop)
-            _test(run, stop)
-            # under the handlers still: a SIGTERM now waits for `completed` to be written
+            with deterministic(cfg["trainer"]["deterministic"], device) as nondeterministic:
+                run = _set_up(cfg, record, parallel_jobs, _StartupClock(), checkpoint)
+                _fit(run, stop)
+                _test(run, stop)
+            # the ops are listed once deterministic() ends; under the handlers still, so that
+            # a SIGTERM now waits for `completed` to be written
             record.update({"nondeterministic_ops": nondeterministic})
             return record.finish("completed")
         except KeyboardInterrupt:
