@@ -247,11 +247,14 @@ def test_ctrl_c_during_a_write_waits_for_the_file_then_interrupts(tmp_path: Path
             time.sleep(0.05)
             f.write(b"second half")
 
-    with pytest.raises(KeyboardInterrupt):
-        atomic._atomic(path, write, io_errors=(OSError, RuntimeError))
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's own, whatever ran before
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            atomic._atomic(path, write, io_errors=(OSError, RuntimeError))
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert path.read_bytes() == b"first half second half", "the file was written whole, then the interrupt came"
     assert not list(tmp_path.glob(".*.tmp"))
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     atomic.write_text(path, "again")  # no Ctrl-C pending: a plain write
     assert path.read_text() == "again"
 
@@ -323,14 +326,24 @@ def test_inspect_refuses_a_bad_widths_too(cli) -> None:
 
 
 def test_a_refused_sweep_job_is_listed_but_leaves_no_tensorboard_run(cli, tmp_path: Path) -> None:
-    proc = cli("train", "-m", *TINY, "optim.lr=0.05,-1", "hydra.sweep.dir=sweep")
-    assert proc.returncode == 1
-    (bad,) = [r for r in run_dirs(tmp_path / "sweep") if "optim.lr=-1" in r.name]
+    # BatchNorm at batch 1 is refused; each value is fine with another of the other key's,
+    # so the sweep's own check lets it through and the one job refuses itself.
+    tiny = [o for o in TINY if not o.startswith("trainer.batch_size=")]
+    proc = cli("train", "-m", *tiny, "model.norm=batch,none", "trainer.batch_size=1,50", "hydra.sweep.dir=sweep")
+    assert proc.returncode == 1, proc.stderr
+    (bad,) = [r for r in run_dirs(tmp_path / "sweep") if "model.norm=batch" in r.name and "batch_size=1," in r.name]
     m = read_metrics(bad)
-    assert m["status"] == "failed" and m["error"].startswith("refused: optim.lr")
+    assert m["status"] == "failed" and m["error"].startswith("refused: trainer.batch_size")
     assert not list(bad.glob("events.out.tfevents.*"))
-    assert "optim.lr=-1" in (tmp_path / "sweep" / "summary.md").read_text()
-    assert "refused" in proc.stderr
+    assert "3 of 4 jobs completed" in proc.stderr and "refused" in proc.stderr
+    assert "trainer.batch_size=1" in (tmp_path / "sweep" / "summary.md").read_text()
+
+
+def test_a_sweep_value_wrong_with_every_other_value_is_refused_before_any_job(cli, tmp_path: Path) -> None:
+    proc = cli("train", "-m", *TINY, "optim.lr=0.05,-1", "hydra.sweep.dir=sweep")
+    said = " ".join(proc.stderr.split())
+    assert proc.returncode == 2 and "optim.lr: -1 must be a positive number (with optim.lr=-1" in said, said
+    assert not (tmp_path / "sweep").exists()
 
 
 def test_a_loss_far_above_its_start_is_divergence(cli, tmp_path: Path) -> None:

@@ -37,18 +37,27 @@ def start(cwd: Path, cache_dir: Path, data_root: Path, *args: str) -> subprocess
 
 # ---------------------------------------------------------------- failures
 
+def by_subset(root: Path) -> dict[int, dict]:
+    return {read_metrics(d)["config"]["data"]["subset"]: read_metrics(d) for d in run_dirs(root)}
+
+
+# A job that fails in its own run: data.subset is checked against the data when it is read,
+# so the sweep's check (before any job) cannot refuse it.
+FAILS_IN_ITS_RUN = ["data.subset=200,99990", *(o for o in TINY if not o.startswith("data.subset="))]
+
+
 def test_a_failing_job_is_recorded_and_the_others_still_run(cli, tmp_path: Path) -> None:
-    proc = cli("train", "-m", "model.pool=bogus,max", "seed=0", *TINY)
+    proc = cli("train", "-m", *FAILS_IN_ITS_RUN, "seed=0")
     assert proc.returncode == 1, proc.stderr
     (sweep,) = sweep_dirs(tmp_path)
-    runs = by_pool(sweep)
-    assert runs["max"]["status"] == "completed" and runs["max"]["test/acc"] > 0
-    assert runs["bogus"]["status"] == "failed"
-    assert "unknown pool 'bogus'" in runs["bogus"]["error"]
+    runs = by_subset(sweep)
+    assert runs[200]["status"] == "completed" and runs[200]["test/acc"] > 0
+    assert runs[99990]["status"] == "failed"
+    assert "data.subset: 99990 must be a multiple of the 10 classes" in runs[99990]["error"]
     assert "1 of 2 jobs completed" in proc.stderr
-    assert "failed" in proc.stderr and "model.pool=bogus" in proc.stderr
+    assert "failed" in proc.stderr and "data.subset=99990" in proc.stderr
     summary = (sweep / "summary.md").read_text()
-    assert "| **model.pool=max** (best) | 1 |" in summary and "1 failed" in summary
+    assert "| **data.subset=200** (best) | 1 |" in summary and "1 failed" in summary
 
 
 # ---------------------------------------------------------------- kill, then resume
@@ -168,14 +177,14 @@ def test_joblib_divides_the_cores_between_parallel_jobs(cli, tmp_path: Path) -> 
 
 def test_submitit_local_runs_the_slurm_code_path(cli, tmp_path: Path) -> None:
     overrides = [o for o in TINY if not o.startswith("trainer.threads")]
-    proc = cli("train", "-m", "hydra/launcher=submitit_local", "hydra.launcher.cpus_per_task=1",
-               "model.pool=max,bogus", "seed=0", *overrides)
-    assert proc.returncode == 1, proc.stderr  # the bogus job fails in its own process, the sweep goes on
+    proc = cli("train", "-m", "hydra/launcher=submitit_local", "hydra.launcher.cpus_per_task=1", "seed=0",
+               *(o for o in FAILS_IN_ITS_RUN if o in overrides or o.startswith("data.subset=")))
+    assert proc.returncode == 1, proc.stderr  # the 99990 job fails in its own process, the sweep goes on
     (sweep,) = sweep_dirs(tmp_path)
     assert (sweep / ".submitit").is_dir()
-    runs = by_pool(sweep)
-    assert runs["max"]["status"] == "completed" and runs["max"]["threads"] == 1
-    assert runs["bogus"]["status"] == "failed" and "model.pool=bogus" in proc.stderr
+    runs = by_subset(sweep)
+    assert runs[200]["status"] == "completed" and runs[200]["threads"] == 1
+    assert runs[99990]["status"] == "failed" and "data.subset=99990" in proc.stderr
 
 
 def test_the_slurm_example_config_composes(cli) -> None:

@@ -314,28 +314,46 @@ def check_sweep_values(args: Sequence[str]) -> None:
             cfg.pop(launch_key, None)  # type: ignore[union-attr]
         return cfg  # type: ignore[return-value]
 
+    values = {key: list(zip(o.sweep_string_iterator(), o.sweep_iterator())) for key, o in swept}
+    plain = {key: o.type is OverrideType.CHANGE and o.package is None and key not in groups and "/" not in key
+             for key, o in swept}
+
     with initialize_config_module("sampler.configs", version_base="1.3"):
         base = composed([*fixed, *first.values()])
         if base is None:
             return
-        check_config(base)  # an error here is every job's: said as for a single run
-        for key, o in swept:
-            plain = o.type is OverrideType.CHANGE and o.package is None and key not in groups and "/" not in key
-            for text, value in list(zip(o.sweep_string_iterator(), o.sweep_iterator()))[1:]:
-                if plain:
-                    cfg = copy.deepcopy(base)
-                    *path, leaf = key.split(".")
-                    node = functools.reduce(lambda d, k: d.get(k) if isinstance(d, dict) else None, path, cfg)
-                    if not isinstance(node, dict) or leaf not in node:
-                        continue  # a key the override check already named
-                    node[leaf] = value
-                else:
-                    cfg = composed([*fixed, *(v for k, v in first.items() if k != key), f"{key}={text}"])
-                    if cfg is None:
-                        continue
-                try:
-                    check_config(cfg)
-                except ConfigError as e:
+
+        def error(assign: dict[str, int]) -> ConfigError | None:
+            """What check_config says of the job with these swept values (index per key;
+            the other keys at their first)."""
+            if any(i and not plain[k] for k, i in assign.items()):
+                cfg = composed([*fixed, *(f"{k}={v[assign.get(k, 0)][0]}" for k, v in values.items())])
+                if cfg is None:
+                    return None
+            else:
+                cfg = copy.deepcopy(base)
+                for k, i in assign.items():
+                    *path, leaf = k.split(".")
+                    node = functools.reduce(lambda d, p: d.get(p) if isinstance(d, dict) else None, path, cfg)
+                    if i and isinstance(node, dict) and leaf in node:
+                        node[leaf] = values[k][i][1]
+            try:
+                check_config(cfg)
+            except ConfigError as e:
+                return e
+            return None
+
+        def everywhere(assign: dict[str, int], keep: str | None) -> bool:
+            """Whether the error stays when any other swept key takes another value: if
+            not, it belongs to a combination, and only that job is refused (in its run)."""
+            return all(error({**assign, k: i}) is not None for k in values if k != keep
+                       for i in range(len(values[k])) if i != assign.get(k, 0))
+
+        if (e := error({})) is not None and everywhere({}, None):
+            raise e  # every job's: a fixed override (said as for a single run)
+        for key in values:
+            for i, (text, _) in enumerate(values[key]):
+                if (e := error({key: i})) is not None and everywhere({key: i}, key):
                     raise ConfigError(e.key, f"{e.message} (with {key}={text}, a value of this sweep: no job was "
                                       "started)") from None
 
