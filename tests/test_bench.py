@@ -54,7 +54,8 @@ def test_bench_times_both_pipelines_and_the_arithmetic_they_stand_for(cli) -> No
         assert gflop_s == pytest.approx(img_s * train_flops / 1e9, abs=0.05 + train_flops / 1e9)
         assert float(r["% of peak"].rstrip("%")) == pytest.approx(100 * gflop_s / peaks[r["precision"]], abs=1.0)
     speedup = float(rows["sampler"]["speedup"].rstrip("x"))
-    assert speedup == pytest.approx(float(rows["sampler"]["img/s"]) / float(rows["tutorial"]["img/s"]), abs=0.01)
+    # from the unrounded rates: the shown ones are rounded to whole img/s (a slow tutorial: 1%)
+    assert speedup == pytest.approx(float(rows["sampler"]["img/s"]) / float(rows["tutorial"]["img/s"]), rel=0.01)
     assert "cpu: " in out and f"CPU capability {torch.backends.cpu.get_cpu_capability()}" in out
     assert "where sampler's training step goes" in out and "While the convolutions run" in out, out
 
