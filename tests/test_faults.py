@@ -221,6 +221,14 @@ def small_disk(tmp_path: Path):
         subprocess.run(["umount", "-l", str(path)], capture_output=True)
 
 
+def fill(disk: Path) -> Path:
+    """Take every free byte of `disk`: its next write fails with ENOSPC."""
+    with open(disk / "filler", "wb", buffering=0) as f, contextlib.suppress(OSError):
+        while True:
+            f.write(b"x" * 512)
+    return disk
+
+
 def test_a_full_run_disk_fails_with_a_paragraph_and_a_truthful_metrics_json(cli, small_disk) -> None:
     disk = small_disk("disk", "2m")
     # [128,256]: the checkpoint (weights and momentum) is about 2.4 MB, more than the disk holds.
@@ -230,6 +238,18 @@ def test_a_full_run_disk_fails_with_a_paragraph_and_a_truthful_metrics_json(cli,
     m = read_metrics(disk / "run")
     assert m["status"] == "failed" and "checkpoint.pt" in m["error"]
     assert not list((disk / "run").glob(".*.tmp")) and not (disk / "run" / "checkpoint.pt").exists()
+
+
+def test_a_disk_too_full_for_the_tensorboard_events_is_a_write_error(small_disk) -> None:
+    """The SummaryWriter writes and flushes its first event as it is made: on a full disk
+    that came out of RunRecord as a bare OSError, a 100-line Hydra traceback."""
+    from sampler.experiments.errors import WriteError
+    from sampler.experiments.runs.record import RunRecord
+
+    disk = fill(small_disk("disk", "8k"))
+    with pytest.raises(WriteError) as caught:
+        RunRecord(disk / "run", {"seed": 0}, [])
+    assert caught.value.key == str(disk / "run") and "No space left on device" in caught.value.message
 
 
 def test_ctrl_c_during_a_write_waits_for_the_file_then_interrupts(tmp_path: Path) -> None:

@@ -65,10 +65,16 @@ class RunRecord:
             from torch.utils.tensorboard import SummaryWriter
 
             purge = len(self.metrics["history"]) + 1 if resumed is not None else None
-            self.writer = SummaryWriter(log_dir=str(self.run_dir), purge_step=purge)
-            if resumed is None:  # the earlier attempt's events file holds them already
-                self._write_hparams(config, hparam_domains or {}, swept, trial_label(flatten(config), swept, overrides))
-                self._write_layout()
+            # Its first event is written and flushed as it is made: a full disk fails here,
+            # before metrics.json, so the run dir keeps what it had.
+            try:
+                self.writer = SummaryWriter(log_dir=str(self.run_dir), purge_step=purge)
+                if resumed is None:  # the earlier attempt's events file holds them already
+                    self._write_hparams(config, hparam_domains or {}, swept,
+                                        trial_label(flatten(config), swept, overrides))
+                    self._write_layout()
+            except OSError as e:
+                raise write_error(self.run_dir, e) from e
         self.save()
 
     def _write_hparams(self, config: dict[str, Any], domains: Mapping[str, list[Any]], swept: Sequence[str],
