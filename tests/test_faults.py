@@ -252,6 +252,34 @@ def test_a_disk_too_full_for_the_tensorboard_events_is_a_write_error(small_disk)
     assert caught.value.key == str(disk / "run") and "No space left on device" in caught.value.message
 
 
+def test_tensorboard_s_writer_thread_fails_quietly_and_the_run_reports_it_once(small_disk) -> None:
+    """The disk fills up mid-run: the writer thread's failed write came out as an
+    "Exception in thread Thread-1" traceback above sampler's own message. (200 figures:
+    more than the events file's last page still holds.)"""
+    disk = small_disk("disk", "64k")
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from sampler.experiments.errors import WriteError\n"
+        "from sampler.experiments.runs.record import RunRecord\n"
+        "disk = Path(sys.argv[1])\n"
+        "record = RunRecord(disk / 'run', {'seed': 0}, [])\n"
+        "with open(disk / 'filler', 'wb', buffering=0) as f:\n"
+        "    try:\n"
+        "        while True: f.write(b'x' * 512)\n"
+        "    except OSError: pass\n"
+        "try:\n"
+        "    record.epoch({'epoch': 1, **{f'train/loss{i}': 2.0 for i in range(200)}})\n"
+        "except WriteError as e:\n"
+        "    print('WriteError:', e.key, e.message)\n"
+        "record.close()\n")
+    proc = subprocess.run([sys.executable, "-c", script, str(disk)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"WriteError: {disk / 'run'} cannot write it: No space left on device")
+    assert proc.stderr == "", proc.stderr  # no thread traceback
+    assert read_metrics(disk / "run")["history"] == []  # the epoch stopped at TensorBoard, before metrics.json
+
+
 def test_ctrl_c_during_a_write_waits_for_the_file_then_interrupts(tmp_path: Path) -> None:
     """Ctrl-C inside torch.save's C++ writer came out as a RuntimeError, which the writer
     took for a failed disk (exit 1, status failed); for the cache, a warning while the

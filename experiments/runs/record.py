@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import socket
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -67,6 +68,7 @@ class RunRecord:
             purge = len(self.metrics["history"]) + 1 if resumed is not None else None
             # Its first event is written and flushed as it is made: a full disk fails here,
             # before metrics.json, so the run dir keeps what it had.
+            _quiet_writer_threads()
             try:
                 self.writer = SummaryWriter(log_dir=str(self.run_dir), purge_step=purge)
                 if resumed is None:  # the earlier attempt's events file holds them already
@@ -129,18 +131,22 @@ class RunRecord:
         self.metrics.update(values)
 
     def scalars(self, values: Mapping[str, float], step: int) -> None:
-        if self.writer is not None:
-            try:
-                for tag, value in values.items():
-                    self.writer.add_scalar(tag, value, step)
-            except OSError as e:  # TensorBoard's writer thread reports a full disk here
-                raise write_error(self.run_dir, e) from e
+        self._events("add_scalar", values, step)
 
     def histograms(self, values: Mapping[str, Any], step: int) -> None:
+        self._events("add_histogram", values, step)
+
+    def image(self, tag: str, image: Any, step: int) -> None:
+        self._events("add_image", {tag: image}, step)
+
+    def _events(self, method: str, values: Mapping[str, Any], step: int) -> None:
+        """Into TensorBoard, flushed from this thread: a write its writer thread failed (a
+        full disk) comes out here, once, as a WriteError."""
         if self.writer is not None:
             try:
                 for tag, value in values.items():
-                    self.writer.add_histogram(tag, value, step)
+                    getattr(self.writer, method)(tag, value, step)
+                self.writer.flush()
             except OSError as e:
                 raise write_error(self.run_dir, e) from e
 
@@ -184,6 +190,26 @@ class RunRecord:
                 writer.close()
             except OSError:
                 pass  # a full disk: the events file keeps what reached it
+
+
+def _quiet_writer_threads() -> None:
+    """TensorBoard's writer thread keeps the error of a failed write for the writing thread,
+    whose next add or flush raises it (`_events`), and then lets it end the thread too,
+    which Python prints as an "Exception in thread" traceback before sampler's own
+    message. An OSError ending that thread is left to the main thread to report; every
+    other thread and error still goes to the hook that was in place."""
+    from tensorboard.summary.writer.event_file_writer import _AsyncWriterThread
+
+    previous = threading.excepthook
+    if getattr(previous, "keeps_tensorboard_quiet", False):
+        return
+
+    def hook(args: Any) -> None:
+        if not (isinstance(args.thread, _AsyncWriterThread) and isinstance(args.exc_value, OSError)):
+            previous(args)
+
+    hook.keeps_tensorboard_quiet = True  # type: ignore[attr-defined]
+    threading.excepthook = hook
 
 
 def _finite_or_null(value: Any, name: str, bad: dict[str, float]) -> Any:

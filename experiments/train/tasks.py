@@ -186,7 +186,7 @@ class Segmentation(Classification):
         model.eval()
         pred = model(normed).argmax(1)
         grid = prediction_grid(images, truth, pred, self.palette)
-        record.writer.add_image("val/prediction", grid, epoch)
+        record.image("val/prediction", grid, epoch)
 
     def describe(self, metrics: dict[str, float]) -> str:
         return f"miou {100 * metrics['miou']:.2f}%  acc {100 * metrics['acc']:.2f}%"
