@@ -280,6 +280,18 @@ def test_tensorboard_s_writer_thread_fails_quietly_and_the_run_reports_it_once(s
     assert read_metrics(disk / "run")["history"] == []  # the epoch stopped at TensorBoard, before metrics.json
 
 
+def test_a_log_file_the_disk_refuses_is_turned_off_with_one_warning(cli, small_disk, tmp_path: Path) -> None:
+    """logging's FileHandler printed a "--- Logging error ---" traceback for every line
+    the full disk refused, over 200 lines on stderr for a three-epoch run."""
+    log_file = fill(small_disk("disk", "8k")) / "train.log"
+    proc = cli("train", *TINY, "trainer.epochs=2", f"hydra.job_logging.handlers.file.filename={log_file}")
+    assert proc.returncode == 0, proc.stderr
+    assert "Logging error" not in proc.stderr and "Traceback" not in proc.stderr
+    (warning,) = [line for line in proc.stdout.splitlines() if "could not write the log file" in line]
+    assert str(log_file) in warning and "MB free there" in warning
+    assert "epoch 2/2" in proc.stdout  # the console keeps the whole log
+
+
 def test_ctrl_c_during_a_write_waits_for_the_file_then_interrupts(tmp_path: Path) -> None:
     """Ctrl-C inside torch.save's C++ writer came out as a RuntimeError, which the writer
     took for a failed disk (exit 1, status failed); for the cache, a warning while the

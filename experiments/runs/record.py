@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import socket
+import sys
 import threading
 import time
 from datetime import datetime, timezone
@@ -190,6 +191,33 @@ class RunRecord:
                 writer.close()
             except OSError:
                 pass  # a full disk: the events file keeps what reached it
+
+
+class RunLogFile(logging.FileHandler):
+    """The run's train.log (configs/hydra/job_logging). A write the disk refuses (full,
+    read-only) turns the file off with one warning naming it and the free space, instead
+    of logging's "--- Logging error ---" traceback for every later line; the console
+    keeps the whole log."""
+
+    failed = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.failed:
+            super().emit(record)
+
+    def flush(self) -> None:
+        if not self.failed:
+            super().flush()
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        error = sys.exc_info()[1]
+        if not isinstance(error, OSError) or self.failed:
+            super().handleError(record)
+            return
+        self.failed = True  # before the warning, which comes back through this handler
+        refused = write_error(Path(self.baseFilename), error)
+        log.warning("could not write the log file %s (%s); the run goes on, logging to the console only",
+                    refused.key, refused.message)
 
 
 def _quiet_writer_threads() -> None:
