@@ -5,6 +5,7 @@ concurrent sweeps each say what happened and what to do."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -325,6 +326,28 @@ def test_a_full_cache_disk_only_warns(cli, small_disk, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "could not cache the decoded data" in proc.stdout + proc.stderr
     assert not list(cache.glob("*.pt"))
+
+
+@pytest.mark.parametrize("code,hint", [(errno.EROFS, "make it writable"), (errno.EACCES, "make it writable"),
+                                       (errno.ENOSPC, "free some space on that disk")])
+def test_a_write_error_s_hint_follows_the_errno_and_names_the_setting_that_moves_the_file(code: int,
+                                                                                           hint: str) -> None:
+    """A read-only 1 MB disk was told to free some space (the free < 64 MB rule came first)."""
+    from sampler.experiments.runs.atomic import write_error
+
+    error = write_error(Path("/cache/x.pt"), OSError(code, os.strerror(code)), free=1.0, where="data.cache_dir=...")
+    assert f"(1.0 MB free there). To go on, {hint} or choose another folder (data.cache_dir=...)" in error.message
+    assert "hydra.run.dir" not in error.message
+
+
+def test_a_read_only_cache_disk_warns_with_the_cache_s_setting(cli, small_disk) -> None:
+    cache = small_disk("cache", "1m")
+    subprocess.run(["mount", "-o", "remount,ro", str(cache)], check=True)
+    proc = cli("train", *TINY, f"data.cache_dir={cache}")
+    assert proc.returncode == 0, proc.stderr
+    (warning,) = [line for line in proc.stdout.splitlines() if "could not cache the decoded data" in line]
+    assert "Read-only file system" in warning and "make it writable" in warning and "free some space" not in warning
+    assert "data.cache_dir=" in warning and "hydra.run.dir" not in warning
 
 
 @pytest.mark.parametrize("obstacle", ["file", "unwritable"])

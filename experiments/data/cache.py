@@ -22,6 +22,8 @@ from .base import VOID
 
 log = logging.getLogger("sampler")
 
+CACHE_DIR = "data.cache_dir=... or SAMPLER_CACHE"  # the settings that move the cache, for a write error's hint
+
 
 def default_cache_dir() -> Path:
     base = os.environ.get("SAMPLER_CACHE") or os.path.join(
@@ -52,11 +54,10 @@ def cached_tensors(cache_dir: str | Path | None, name: str, read: Callable[[], d
         cache.unlink(missing_ok=True)
     tensors = read()
     try:
-        save_torch(cache, tensors)
+        save_torch(cache, tensors, where=CACHE_DIR)
     except WriteError as e:  # a full or read-only cache disk only costs the next run a re-decode
         log.warning("could not cache the decoded data in %s (%s); training goes on from memory, and the "
-                    "next run decodes the data again. Set data.cache_dir (or SAMPLER_CACHE) to a writable "
-                    "folder with room for it to keep a cache", e.key, e.message)
+                    "next run decodes the data again", e.key, e.message)
     return tensors
 
 

@@ -18,10 +18,16 @@ import torch
 from ..errors import WriteError
 
 
-def _atomic(path: Path, write: Callable[[str], None], io_errors: tuple[type[BaseException], ...] = (OSError,)) -> None:
+# The setting that moves a run's files (metrics.json, checkpoints) elsewhere.
+RUN_DIR = "hydra.run.dir=... or hydra.sweep.dir=..."
+
+
+def _atomic(path: Path, write: Callable[[str], None], io_errors: tuple[type[BaseException], ...] = (OSError,),
+            where: str = RUN_DIR) -> None:
     """Write into a temporary file beside `path`, then rename it over `path`. A failed
     write removes the temporary file and leaves `path` as it was; a full or unwritable
-    disk becomes a `WriteError` that names the path and the free space."""
+    disk becomes a `WriteError` that names the path, the free space and `where`, the
+    setting that puts the file elsewhere."""
     path = Path(path)
     tmp = None
     try:
@@ -39,7 +45,7 @@ def _atomic(path: Path, write: Callable[[str], None], io_errors: tuple[type[Base
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
         if isinstance(e, io_errors):
-            raise write_error(path, e, free) from e
+            raise write_error(path, e, free, where) from e
         raise
 
 
@@ -74,33 +80,35 @@ def free_mb(path: Path) -> float | None:
     return None
 
 
-def write_error(path: Path, error: BaseException, free: float | None = None) -> WriteError:
+def write_error(path: Path, error: BaseException, free: float | None = None, where: str = RUN_DIR) -> WriteError:
+    """`where`: the setting that puts the file elsewhere, for the hint."""
     free = free_mb(path) if free is None else free
     space = f"{free:.1f} MB free there" if free is not None else "free space unknown"
-    full = (error.errno in (errno.ENOSPC, errno.EDQUOT) if isinstance(error, OSError)
+    code = error.errno if isinstance(error, OSError) else None
+    full = (code in (errno.ENOSPC, errno.EDQUOT) if isinstance(error, OSError)
             else free is not None and free < 1)  # torch.save's stream error says only "iostream error"
-    if isinstance(error, OSError) and error.errno:
-        reason = os.strerror(error.errno)
-    else:
-        reason = "no space left on device" if full else str(error).splitlines()[0]
-    hint = ("free some space on that disk" if full or (free is not None and free < 64)
-            else "make it writable or choose another folder (hydra.run.dir=... or hydra.sweep.dir=...)")
-    return WriteError(str(path), f"cannot write it: {reason} ({space}). To go on, {hint}")
+    reason = os.strerror(code) if code else "no space left on device" if full else str(error).splitlines()[0]
+    # The errno first: a read-only disk has little free space too, and freeing some would not help.
+    unwritable = code in (errno.EROFS, errno.EACCES, errno.EPERM)
+    hint = ("free some space on that disk" if not unwritable and (full or (free is not None and free < 64))
+            else "make it writable")
+    return WriteError(str(path), f"cannot write it: {reason} ({space}). To go on, {hint} or choose another "
+                      f"folder ({where})")
 
 
-def write_json(path: Path, data: Any) -> None:
+def write_json(path: Path, data: Any, where: str = RUN_DIR) -> None:
     def write(tmp: str) -> None:
         with open(tmp, "w") as f:
             json.dump(data, f, indent=2, sort_keys=True, default=str)
             f.write("\n")
-    _atomic(path, write)
+    _atomic(path, write, where=where)
 
 
-def write_text(path: Path, text: str) -> None:
-    _atomic(path, lambda tmp: Path(tmp).write_text(text))
+def write_text(path: Path, text: str, where: str = RUN_DIR) -> None:
+    _atomic(path, lambda tmp: Path(tmp).write_text(text), where=where)
 
 
-def save_torch(path: Path, obj: Any) -> None:
+def save_torch(path: Path, obj: Any, where: str = RUN_DIR) -> None:
     def write(tmp: str) -> None:
         # Through a file object of ours, closed even when the disk fills up: torch's own
         # writer would keep the half-written file open (and its space taken) for as long as
@@ -109,4 +117,4 @@ def save_torch(path: Path, obj: Any) -> None:
             torch.save(obj, f)
 
     # torch.save reports a full disk as a RuntimeError from its C++ stream ("iostream error").
-    _atomic(path, write, io_errors=(OSError, RuntimeError))
+    _atomic(path, write, io_errors=(OSError, RuntimeError), where=where)

@@ -851,7 +851,7 @@ def write_claims(sweeps_root: Path, out: Path, data_root: Path | None, given: bo
 
     rows = build_rows(sweeps_root, data_root, given)
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_text(out, render(rows, sweeps_root))
+    write_text(out, render(rows, sweeps_root), where="--out")
     return rows
 
 
