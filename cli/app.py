@@ -33,6 +33,7 @@ def train(ctx: typer.Context) -> None:
     from sampler.experiments.analysis.summary import last_sweep, summarize
     from sampler.experiments.runs.sweep import SweepAborted
 
+    from . import hydra_files
     from .task import check_output_dirs, check_resume_args, resumed_args
     from .task import train as hydra_train
 
@@ -47,6 +48,7 @@ def train(ctx: typer.Context) -> None:
         check_override_keys(args)
         check_sweep_values(args)
         prefetch_data(args)
+        hydra_files.install()  # .hydra/ written atomically; a full disk there is one paragraph
         hydra_train()
     except SweepAborted as e:  # a launcher or sweeper that cannot go on: the summary so far, then why
         if e.sweep_dir is not None:

@@ -350,6 +350,19 @@ def test_a_read_only_cache_disk_warns_with_the_cache_s_setting(cli, small_disk) 
     assert "data.cache_dir=" in warning and "hydra.run.dir" not in warning
 
 
+def test_a_disk_too_full_for_hydra_s_own_files_is_one_paragraph_and_leaves_nothing(small_disk, env: dict) -> None:
+    """Hydra writes .hydra/config.yaml before any of sampler's code runs, and printed its
+    ENOSPC as a traceback, leaving an empty run dir behind."""
+    disk = fill(small_disk("disk", "8k"))
+    proc = subprocess.run([sys.executable, "-m", "sampler.cli.app", "train", *TINY], cwd=disk, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert proc.stderr.startswith(f"error: {disk / 'outputs' / 'runs'}") and ".hydra/config.yaml" in proc.stderr
+    assert "No space left on device" in proc.stderr and "free some space" in proc.stderr
+    assert sorted(p.name for p in disk.iterdir()) == ["filler"]  # no empty run dir, no outputs/
+
+
 @pytest.mark.parametrize("obstacle", ["file", "unwritable"])
 def test_an_unwritable_output_path_is_a_user_error(cli, tmp_path: Path, obstacle: str) -> None:
     target = tmp_path / "blocked"

@@ -20,6 +20,8 @@ from ..errors import WriteError
 
 # The setting that moves a run's files (metrics.json, checkpoints) elsewhere.
 RUN_DIR = "hydra.run.dir=... or hydra.sweep.dir=..."
+# Errors of a folder the user must make writable or replace; free space would not help.
+UNWRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 def _atomic(path: Path, write: Callable[[str], None], io_errors: tuple[type[BaseException], ...] = (OSError,),
@@ -88,9 +90,8 @@ def write_error(path: Path, error: BaseException, free: float | None = None, whe
     full = (code in (errno.ENOSPC, errno.EDQUOT) if isinstance(error, OSError)
             else free is not None and free < 1)  # torch.save's stream error says only "iostream error"
     reason = os.strerror(code) if code else "no space left on device" if full else str(error).splitlines()[0]
-    # The errno first: a read-only disk has little free space too, and freeing some would not help.
-    unwritable = code in (errno.EROFS, errno.EACCES, errno.EPERM)
-    hint = ("free some space on that disk" if not unwritable and (full or (free is not None and free < 64))
+    # The errno first: a read-only disk has little free space too.
+    hint = ("free some space on that disk" if code not in UNWRITABLE and (full or (free is not None and free < 64))
             else "make it writable")
     return WriteError(str(path), f"cannot write it: {reason} ({space}). To go on, {hint} or choose another "
                       f"folder ({where})")
