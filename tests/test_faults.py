@@ -320,6 +320,43 @@ def test_ctrl_c_during_a_write_waits_for_the_file_then_interrupts(tmp_path: Path
     assert path.read_text() == "again"
 
 
+# A writer of `path` that stops inside its write: kill -9 (argv[2] == "kill") or a long wait.
+WRITER = """import os, signal, sys, time
+from pathlib import Path
+from sampler.experiments.runs.atomic import _atomic
+def write(tmp):
+    Path(tmp).write_bytes(b"half")
+    print("writing", flush=True)
+    os.kill(os.getpid(), signal.SIGKILL) if sys.argv[2] == "kill" else time.sleep(60)
+_atomic(Path(sys.argv[1]), write)
+"""
+
+
+def test_a_temporary_file_kill_9_left_is_removed_by_the_next_write_but_a_live_writer_s_is_not(tmp_path: Path) -> None:
+    """kill -9 inside an atomic write left `.NAME.*.tmp` for ever (52 MB in the cache dir
+    after a killed first decode); two processes may write one cache file at once."""
+    from sampler.experiments.runs.atomic import write_text
+
+    path = tmp_path / "data.pt"
+    killed = subprocess.run([sys.executable, "-c", WRITER, str(path), "kill"], capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL and killed.stdout == "writing\n", killed.stderr
+    (stale,) = tmp_path.glob(".data.pt.*.tmp")
+    live = subprocess.Popen([sys.executable, "-c", WRITER, str(path), "wait"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert live.stdout.readline() == "writing\n"
+        elsewhere = tmp_path / ".data.pt.another-host.1.abc.tmp"  # a process this host cannot see
+        elsewhere.write_text("")
+        write_text(path, "done")
+        assert path.read_text() == "done"
+        left = sorted(tmp_path.glob(".data.pt.*.tmp"))
+        assert stale not in left and elsewhere in left
+        assert [t for t in left if f".{live.pid}." in t.name], "the live writer's file stays"
+        assert len(left) == 2
+    finally:
+        live.kill()
+        live.communicate()
+
+
 def test_a_full_cache_disk_only_warns(cli, small_disk, tmp_path: Path) -> None:
     cache = small_disk("cache", "64k")
     proc = cli("train", *TINY, f"data.cache_dir={cache}")

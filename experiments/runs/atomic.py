@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import tempfile
 import threading
 from pathlib import Path
@@ -29,12 +30,15 @@ def _atomic(path: Path, write: Callable[[str], None], io_errors: tuple[type[Base
     """Write into a temporary file beside `path`, then rename it over `path`. A failed
     write removes the temporary file and leaves `path` as it was; a full or unwritable
     disk becomes a `WriteError` that names the path, the free space and `where`, the
-    setting that puts the file elsewhere."""
+    setting that puts the file elsewhere. The temporary file's name says which process
+    writes it (`.NAME.HOST.PID.*.tmp`), so that one a killed writer left behind is removed
+    by the next write of `path` (`_remove_stale_temps`)."""
     path = Path(path)
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        _remove_stale_temps(path)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_HOST}.{os.getpid()}.", suffix=".tmp")
         os.close(fd)
         umask = os.umask(0)
         os.umask(umask)
@@ -49,6 +53,35 @@ def _atomic(path: Path, write: Callable[[str], None], io_errors: tuple[type[Base
         if isinstance(e, io_errors):
             raise write_error(path, e, free, where) from e
         raise
+
+
+_HOST = socket.gethostname()
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """The temporary files of writers of `path` that were killed mid-write (kill -9, the OOM
+    killer; a first cache decode left 52 MB): those named for a process of this host that is
+    gone. Another process writing the same file now (parallel sweep jobs share the cache)
+    keeps its file, as does one of another host, whose processes cannot be seen from here."""
+    prefix = f".{path.name}."
+    with contextlib.suppress(OSError):  # a folder it cannot list or clean must not stop the write
+        for name in os.listdir(path.parent):
+            if not (name.startswith(prefix) and name.endswith(".tmp")):
+                continue
+            # HOST.PID.RANDOM: mkstemp's random part has no dots, a host name may have some
+            writer = name[len(prefix):-len(".tmp")].rsplit(".", 2)
+            if len(writer) == 3 and writer[0] == _HOST and writer[1].isdigit() and not _alive(int(writer[1])):
+                (path.parent / name).unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
 
 
 @contextlib.contextmanager
