@@ -3,7 +3,7 @@
 A `ConfigError` names the dotted config key (or the path) and says how to fix it;
 the CLI prints it as one paragraph without a traceback and exits with its
 `exit_code`: 2 for a mistake in the command, 1 for a fault of the machine (a full
-disk), 143 for a run stopped by a signal. Anything else is a bug and keeps its
+disk), 143 for a run stopped by SIGTERM or SIGUSR2 and 129 by SIGHUP. Anything else is a bug and keeps its
 traceback.
 """
 from sampler.blocks.registry import ConfigError
@@ -20,9 +20,13 @@ class WriteError(ConfigError):
 
 
 class Stopped(ConfigError):
-    """SIGTERM or SIGUSR2 stopped the run at a step boundary, after a checkpoint."""
+    """A signal stopped the run at a step boundary, after a checkpoint; `key` names it."""
 
-    exit_code = 143
+    @property
+    def exit_code(self) -> int:  # type: ignore[override]
+        # A hang-up exits as the shell reports a process it killed (128 + 1); SIGTERM's 143
+        # stays the code for the schedulers' signals, SIGUSR2 included, as documented.
+        return 129 if self.key == "SIGHUP" else 143
 
 
 __all__ = ["ConfigError", "Diverged", "Stopped", "WriteError"]

@@ -92,16 +92,16 @@ def test_kill_9_in_epoch_3_then_resume_reproduces_the_uninterrupted_run(tmp_path
     assert figures(resumed) == figures(uninterrupted)
 
 
-@pytest.mark.parametrize("sig", ["SIGTERM", "SIGUSR2"])
-def test_a_signal_mid_epoch_checkpoints_exits_143_and_resumes_exactly(tmp_path: Path, env: dict,
-                                                                      uninterrupted: dict, sig: str) -> None:
+@pytest.mark.parametrize("sig,code", [("SIGTERM", 143), ("SIGUSR2", 143), ("SIGHUP", 129)])
+def test_a_signal_mid_epoch_checkpoints_exits_and_resumes_exactly(tmp_path: Path, env: dict, uninterrupted: dict,
+                                                                  sig: str, code: int) -> None:
     run = tmp_path / "run"
     proc = start(tmp_path, env, "train", *LONG_EPOCHS, f"hydra.run.dir={run}")
     wait_for_epochs(run, 1, proc)
     time.sleep(0.25)  # inside epoch 2
     proc.send_signal(getattr(signal, sig))
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 143, err
+    assert proc.returncode == code, err
     assert "Traceback" not in err and sig in err and f"resume={run}" in err
     stopped = read_metrics(run)
     assert stopped["status"] == "interrupted" and sig in stopped["error"]
@@ -119,6 +119,43 @@ def test_a_signal_mid_epoch_checkpoints_exits_143_and_resumes_exactly(tmp_path: 
 
     steps = [e.step for e in EventAccumulator(str(run)).Reload().Scalars("train/loss")]
     assert steps == [1, 2, 3, 4]
+
+
+def test_a_closed_terminal_checkpoints_and_records_interrupted(tmp_path: Path, env: dict) -> None:
+    """An ssh session or terminal window that closes: SIGHUP, then every write to it fails
+    (EIO). The run must still checkpoint and record `interrupted`, not fail on its progress
+    bar or its last message."""
+    import fcntl
+    import termios
+
+    run = tmp_path / "run"
+    master, slave = os.openpty()
+
+    def own_terminal() -> None:  # the pty becomes the run's controlling terminal, as a shell's is
+        os.setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    proc = subprocess.Popen([sys.executable, "-m", "sampler.cli.app", "train", *LONG_EPOCHS, f"hydra.run.dir={run}"],
+                            cwd=tmp_path, env={**env, "TERM": "xterm"}, stdin=slave, stdout=slave, stderr=slave,
+                            preexec_fn=own_terminal)
+    os.close(slave)
+    os.set_blocking(master, False)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None:  # read what it shows, as a terminal does
+            with contextlib.suppress(OSError):
+                os.read(master, 1 << 16)
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                if read_metrics(run)["history"]:
+                    break
+            time.sleep(0.05)
+        time.sleep(0.25)  # inside epoch 2, the progress bar drawing
+    finally:
+        os.close(master)  # the terminal goes: the kernel hangs it up and sends SIGHUP
+    assert proc.wait(timeout=60) == 129
+    stopped = read_metrics(run)
+    assert stopped["status"] == "interrupted" and stopped["error"].startswith("SIGHUP: the run stopped at epoch 2")
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["step"] > 0
 
 
 def test_a_requeued_sweep_job_continues_from_its_checkpoint(tmp_path: Path, env: dict, uninterrupted: dict) -> None:

@@ -7,6 +7,8 @@ from typing import Any
 
 from torch import Tensor
 
+from .signals import drop_output
+
 
 class EpochProgress:
     """Context manager around one epoch; `hook` is the train loop's step callback."""
@@ -40,4 +42,7 @@ class EpochProgress:
 
     def __exit__(self, *exc: object) -> None:
         if self.progress is not None:
-            self.progress.stop()
+            try:
+                self.progress.stop()
+            except OSError:  # the terminal closed (SIGHUP): the run's own end must not become this error
+                drop_output()

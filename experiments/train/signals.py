@@ -1,17 +1,19 @@
-"""SIGTERM and SIGUSR2 as requests to stop at the next step boundary (DESIGN §8).
+"""SIGTERM, SIGUSR2 and SIGHUP as requests to stop at the next step boundary (DESIGN §8).
 
 `timeout`, `scancel` and SLURM's time limit send SIGTERM; submitit's launcher asks for
-SIGUSR2 before a job's time runs out. Either way the run finishes the step it is in,
+SIGUSR2 before a job's time runs out; a terminal or ssh session that closes sends SIGHUP
+(the commonest way a run started by hand dies). Either way the run finishes the step it is in,
 checkpoints, records `status: interrupted` with the signal named, and then hands the
 signal to whoever handled it before (submitit requeues the job from there)."""
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from types import FrameType
 from typing import Any
 
-SIGNALS = ("SIGTERM", "SIGUSR2")
+SIGNALS = ("SIGTERM", "SIGUSR2", "SIGHUP")
 
 
 class StopRequest:
@@ -47,3 +49,15 @@ class StopRequest:
         previous = self._previous.get(number)
         if callable(previous):
             previous(number, None)
+
+
+def drop_output() -> None:
+    """The terminal is gone (a write raised EIO after a hang-up, or EPIPE): point stdout
+    and stderr at /dev/null, so that later writes, and Python's flush at exit (which
+    would turn the exit code into 120), succeed instead of making a stopped run a failed one."""
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for fd in (1, 2):
+            os.dup2(null, fd)
+    finally:
+        os.close(null)
