@@ -4,8 +4,13 @@
 import sys
 import time
 
+from .errors import interrupted  # noqa: E402  (torch-free)
+
 _start, _had_torch = time.perf_counter(), "torch" in sys.modules
-import torch  # noqa: E402,F401
+try:
+    import torch  # noqa: E402,F401
+except KeyboardInterrupt:  # Ctrl-C in the 2-3 s torch takes to load: nothing has started
+    interrupted(loading=True)
 
 if not _had_torch:
     from sampler.experiments.train.env import note_torch_import

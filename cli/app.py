@@ -5,9 +5,12 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-import typer
+from .errors import USER_ERROR, interrupted, report  # loaded by cli/__init__.py already
 
-from .errors import INTERRUPTED, USER_ERROR, report
+try:  # Ctrl-C while the CLI loads, after torch (cli/__init__.py): one line too
+    import typer
+except KeyboardInterrupt:
+    interrupted(loading=True)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
                   help="Convolutional-block ablations in PyTorch, configured with Hydra.")
@@ -34,7 +37,7 @@ def train(ctx: typer.Context) -> None:
     from sampler.experiments.runs.sweep import SweepAborted
 
     from . import hydra_files
-    from .task import check_output_dirs, check_resume_args, resumed_args
+    from .task import check_output_dirs, check_resume_args, last_run, resumed_args
     from .task import train as hydra_train
 
     args = resumed_args(ctx.args)
@@ -42,6 +45,7 @@ def train(ctx: typer.Context) -> None:
     # argv: hydra issues 215, 1578, 2459), so rebuild it from Typer's extras.
     sys.argv = ["sampler", *args]
     last_sweep.clear()
+    last_run.clear()
     try:
         check_output_dirs(args)
         check_resume_args(args)
@@ -56,14 +60,36 @@ def train(ctx: typer.Context) -> None:
         report(ConfigError(e.key, e.message))
         raise typer.Exit(e.exit_code)
     except KeyboardInterrupt:
-        typer.echo("interrupted: the run directory records status 'interrupted'; continue it with "
-                   "resume=<run dir> (resume=true with -m for a sweep)", err=True)
-        raise typer.Exit(INTERRUPTED)
+        interrupted(_left_by_ctrl_c(last_run, last_sweep.get("dir")))
     except ConfigError as e:  # raised before any job started
         report(e)
         raise typer.Exit(e.exit_code)
     if last_sweep.get("failed"):
         raise typer.Exit(1)
+
+
+def _left_by_ctrl_c(run: dict, sweep_dir: str | None) -> str:
+    """What Ctrl-C left behind, truthfully: the run or sweep dir, its status, what resume= would do."""
+    from sampler.experiments.runs.read import read_run
+    from sampler.experiments.runs.sweep import is_run_dir
+    from sampler.experiments.train.runner import CHECKPOINT
+
+    if sweep_dir:
+        return (f"interrupted: the sweep in {sweep_dir} stopped; `sampler train -m resume={sweep_dir}` runs its jobs "
+                "that did not complete, each from its last checkpoint where it has one")
+    if not run:
+        return "interrupted before a run started; nothing was trained"
+    run_dir = run["dir"]
+    if not is_run_dir(run_dir):
+        return f"interrupted before {run_dir} recorded anything; nothing to continue, run the command again"
+    status = read_run(run_dir).status
+    said = f"interrupted: {run_dir} records status '{status}'"
+    if status == "completed":
+        return said + "; nothing to continue"
+    if (run_dir / CHECKPOINT).is_file():
+        return said + f"; `sampler train resume={run_dir}` continues it from its last checkpoint"
+    why = "trainer.checkpoint=false" if not run["checkpoint"] else "no epoch had finished"
+    return said + f"; it has no checkpoint ({why}), so `sampler train resume={run_dir}` trains it again from epoch 1"
 
 
 @app.command(context_settings=HYDRA_ARGS)
@@ -82,7 +108,7 @@ def list_choices() -> None:
     """List every registry (pool, norm, act, head, optimizer, schedule, dataset) and the presets."""
     from sampler.experiments.tools.listing import print_registries
 
-    print_registries()
+    _user_errors(print_registries)
 
 
 @app.command()
@@ -198,11 +224,14 @@ def _user_errors(fn, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(USER_ERROR)
     except KeyboardInterrupt:
-        raise typer.Exit(INTERRUPTED)
+        interrupted()
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except KeyboardInterrupt:  # outside a command: Typer's own start-up
+        interrupted()
 
 
 if __name__ == "__main__":

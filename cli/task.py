@@ -201,11 +201,16 @@ def _check_resumed_sweep(args: list[str], value: str) -> None:
                           "new sweep without resume")
 
 
+# The single run this process trains, once Hydra has made its dir: what Ctrl-C names (cli/app.py).
+last_run: dict[str, Any] = {}
+
+
 @hydra.main(version_base="1.3", config_path="pkg://sampler.configs", config_name="train")
 def train(cfg: DictConfig) -> float | None:
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     if hc.mode != RunMode.MULTIRUN:
+        last_run.update(dir=run_dir, checkpoint=bool(cfg.trainer.checkpoint))
         resume = bool(cfg.get("resume"))
         done = sweep.completed_metrics(run_dir) if resume else None
         if done is not None:

@@ -310,17 +310,23 @@ def test_a_diverging_run_is_recorded_and_named(cli, tmp_path: Path) -> None:
     assert read_metrics(run)["status"] == "diverged"
 
 
-def test_ctrl_c_records_interrupted_and_exits_130(tmp_path: Path, cache_dir: Path, data_root: Path) -> None:
-    import os
-
-    env = {**os.environ, "SAMPLER_DATA": str(data_root), "SAMPLER_CACHE": str(cache_dir)}
+def _ctrl_c_able(cmd: list[str], cwd: Path, env: dict) -> subprocess.Popen:
     # A shell's background job (`cmd &`, nohup) starts with SIGINT ignored, and Python then
     # installs no KeyboardInterrupt handler: give the child the default disposition, as a
     # terminal user's process has.
-    proc = subprocess.Popen([sys.executable, "-m", "sampler.cli.app", "train", "data.subset=2000",
-                             "trainer.epochs=50", "model.widths=[8,16]", "trainer.threads=1"],
-                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    return subprocess.Popen([sys.executable, "-m", "sampler.cli.app", *cmd], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+@pytest.mark.parametrize("checkpoint", [True, False])
+def test_ctrl_c_records_interrupted_and_exits_130(tmp_path: Path, cache_dir: Path, data_root: Path,
+                                                  checkpoint: bool) -> None:
+    import os
+
+    env = {**os.environ, "SAMPLER_DATA": str(data_root), "SAMPLER_CACHE": str(cache_dir), "COLUMNS": "400"}
+    proc = _ctrl_c_able(["train", "data.subset=2000", "trainer.epochs=50", "model.widths=[8,16]", "trainer.threads=1",
+                         f"trainer.checkpoint={str(checkpoint).lower()}"], tmp_path, env)
     deadline = time.time() + 120
     while time.time() < deadline:  # wait until the first epoch is on record
         runs = run_dirs(tmp_path / "outputs")
@@ -336,3 +342,28 @@ def test_ctrl_c_records_interrupted_and_exits_130(tmp_path: Path, cache_dir: Pat
     m = read_metrics(runs[0])
     assert m["status"] == "interrupted" and m["history"]
     json.loads((runs[0] / "metrics.json").read_text())  # complete, parseable
+    # The line names the run and says what resume= will do with what it left.
+    said = err.strip().splitlines()[-1]
+    assert said.startswith(f"interrupted: {runs[0]} records status 'interrupted'"), err
+    if checkpoint:
+        assert said.endswith(f"`sampler train resume={runs[0]}` continues it from its last checkpoint"), err
+    else:
+        assert "no checkpoint (trainer.checkpoint=false)" in said and said.endswith("again from epoch 1"), err
+
+
+@pytest.mark.parametrize("again", [None, 0.05])
+def test_ctrl_c_while_the_cli_loads_is_one_line_and_exit_130(tmp_path: Path, again: float | None) -> None:
+    """Ctrl-C in the first seconds (torch loading), once or twice 50 ms apart: no traceback,
+    no 'Exception ignored' from Python's shutdown, no death by SIGINT (-2)."""
+    import os
+
+    proc = _ctrl_c_able(["train", "trainer.epochs=1"], tmp_path, dict(os.environ))
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    if again:
+        time.sleep(again)
+        proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("interrupted"), err
+    assert not (tmp_path / "outputs").exists()

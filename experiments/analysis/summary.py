@@ -20,11 +20,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sampler")
 
-# Set by the last multirun in this process; the CLI turns it into the exit code.
+# Set by the last multirun in this process; the CLI turns it into the exit code (and names its dir
+# on Ctrl-C).
 last_sweep: dict[str, Any] = {}
 
 
 class SweepSummary(Callback):
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        last_sweep.update(dir=str(config.hydra.sweep.dir))  # for Ctrl-C's message, whatever the launcher
+
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
         summarize(Path(config.hydra.sweep.dir))
 
