@@ -37,7 +37,7 @@ def train(ctx: typer.Context) -> None:
     from sampler.experiments.runs.sweep import SweepAborted
 
     from . import hydra_files
-    from .task import check_output_dirs, check_resume_args, last_run, resumed_args
+    from .task import check_hydra_modes, check_output_dirs, check_resume_args, last_run, resumed_args
     from .task import train as hydra_train
 
     args = resumed_args(ctx.args)
@@ -47,6 +47,7 @@ def train(ctx: typer.Context) -> None:
     last_sweep.clear()
     last_run.clear()
     try:
+        check_hydra_modes(args)
         check_output_dirs(args)
         check_resume_args(args)
         check_override_keys(args)
@@ -100,6 +101,7 @@ def inspect(ctx: typer.Context) -> None:
     """
     from sampler.experiments.tools.inspect import print_model_summary
 
+    _user_errors(_overrides_only, "inspect", ctx.args)
     _user_errors(print_model_summary, ctx.args)
 
 
@@ -152,7 +154,26 @@ def data(ctx: typer.Context) -> None:
     """
     from sampler.experiments.tools.listing import print_data_summary
 
+    _user_errors(_overrides_only, "data", ctx.args)
     _user_errors(print_data_summary, ctx.args)
+
+
+def _overrides_only(command: str, args: list[str]) -> None:
+    """`inspect` and `data` compose one config from overrides: Hydra's flags mean nothing to them."""
+    from sampler.experiments.errors import ConfigError
+
+    from .task import hydra_modes
+
+    flags = [a for a in args if a.startswith("-")]
+    if not flags:
+        return
+    if "--multirun" in hydra_modes(flags):
+        hint = f"it shows one config's {'model' if command == 'inspect' else 'data'}: run it once per value"
+    elif "--cfg" in hydra_modes(flags):
+        hint = "to print the composed config, use `sampler train --cfg job <overrides>`"
+    else:
+        hint = "Hydra's flags go to `sampler train`"
+    raise ConfigError(flags[0], f"`sampler {command}` takes only overrides (key=value), not {' '.join(flags)}; {hint}")
 
 
 @app.command()

@@ -118,6 +118,29 @@ def _parallel_jobs(hc: DictConfig) -> int:
     return 1
 
 
+# Hydra's commands, of which it runs one per command line (hydra/_internal/utils.py).
+HYDRA_MODES = {"--run": ("-r",), "--multirun": ("-m",), "--cfg": ("-c",), "--info": ("-i",),
+               "--shell-completion": ("-sc",)}
+
+
+def hydra_modes(args: list[str]) -> list[str]:
+    """The Hydra commands a command line gives, by their long names."""
+    return [name for name, short in HYDRA_MODES.items()
+            if any(a in (name, *short) or a.startswith(name + "=") for a in args)]
+
+
+def check_hydra_modes(args: list[str]) -> None:
+    """Two of Hydra's commands at once, said as what to do instead of Hydra's ValueError traceback."""
+    modes = hydra_modes(args)
+    if set(modes) == {"--multirun", "--cfg"}:
+        raise ConfigError("--cfg", "--cfg prints the config of one run, not a sweep's, so it cannot go with -m: drop "
+                          "-m and give one value per key to see what one job of the sweep runs (for example "
+                          "`sampler train --cfg job model.pool=avg`)")
+    if len(modes) > 1:
+        raise ConfigError(modes[1], f"{' and '.join(modes)} cannot go together: Hydra runs one of --run, --multirun, "
+                          "--cfg, --info and --shell-completion per command; give one")
+
+
 def check_output_dirs(args: list[str]) -> None:
     """The folder runs are written to must be one: a file in the way or no permission is
     the user's to fix (exit 2), said before Hydra tries and fails with a traceback."""

@@ -65,6 +65,23 @@ def test_cfg_job_prints_the_composed_config(cli) -> None:
     assert "pool: avg" in out and "widths:" in out and "trainer:" in out
 
 
+@pytest.mark.parametrize("args,needle", [
+    (["train", "-m", "model.pool=max,avg", "--cfg", "job"], "--cfg: --cfg prints the config of one run, not a sweep's"),
+    (["train", "--multirun", "--info"], "--multirun and --info cannot go together"),
+    (["train", "--cfg=job", "-i"], "--cfg and --info cannot go together"),
+    (["inspect", "-m", "model.pool=max,avg"], "`sampler inspect` takes only overrides (key=value), not -m"),
+    (["inspect", "--cfg", "job"], "use `sampler train --cfg job <overrides>`"),
+    (["data", "-m"], "`sampler data` takes only overrides (key=value), not -m"),
+])
+def test_hydra_flags_that_cannot_apply_are_one_paragraph_and_exit_2(cli, tmp_path: Path, args: list[str],
+                                                                    needle: str) -> None:
+    proc = cli(*args)
+    assert proc.returncode == 2, proc.stderr
+    assert needle in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and "Exception" not in proc.stderr
+    assert not (tmp_path / "outputs").exists()
+
+
 @pytest.mark.parametrize("args,key,needle", [
     (["model.pool=maxx"], "model.pool", "avg, conv, max, none"),
     (["model.order=[conv,norm,act]"], "model.order", "for example [conv,norm,act,pool] or"),  # not eaten as markup
