@@ -610,3 +610,18 @@ def test_a_job_another_process_runs_is_running_elsewhere_not_failed(tmp_path: Pa
         owner.kill()
         owner.communicate()
     assert json.loads((job / "metrics.json").read_text())["status"] == "running"
+
+
+@pytest.mark.parametrize("content", ["[1]", '"completed"', "null", "3"])
+def test_a_metrics_json_that_is_not_an_object_is_unreadable_on_resume(cli, tmp_path: Path, content: str) -> None:
+    """resume= reads an earlier attempt's status: a JSON value other than an object is no
+    record (was an AttributeError traceback), so the run trains from the start."""
+    from sampler.experiments.runs.sweep import completed_metrics
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.json").write_text(content)
+    assert completed_metrics(run) is None
+    proc = cli("train", *TINY, f"resume={run}")
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert read_metrics(run)["status"] == "completed"

@@ -269,12 +269,13 @@ def unstarted_jobs(sweep_dir: Path) -> Unstarted | None:
 # ---------------------------------------------------------------- jobs of a resumed sweep
 
 def completed_metrics(run_dir: Path) -> dict[str, Any] | None:
-    """The job's metrics if an earlier attempt completed it."""
+    """The job's metrics if an earlier attempt completed it; a metrics.json that is not a JSON
+    object is no record (as in runs/read.py)."""
     try:
         metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
     except (OSError, ValueError):
         return None
-    return metrics if metrics.get("status") == "completed" else None
+    return metrics if isinstance(metrics, dict) and metrics.get("status") == "completed" else None
 
 
 @contextlib.contextmanager
