@@ -246,6 +246,31 @@ def test_failed_running_and_broken_runs_are_shown_not_fatal(compare, sweep: Path
     assert "ValueError: boom" in table and "unreadable" in table and "1 failed" in table
 
 
+def test_completed_runs_without_a_number_are_named_and_a_null_status_is_unknown(compare, sweep: Path) -> None:
+    """main writes a NaN figure as null; older files may hold NaN itself or a string: each
+    such completed run is left out of its variant, and the report says which and why."""
+    for name, seed, pool, acc in [("max_null", 3, "max", None), ("max_nan", 4, "max", float("nan")),
+                                  ("avg_text", 3, "avg", "n/a")]:
+        run = fake_run(sweep, name, seed, pool=pool)
+        metrics = json.loads((run / "metrics.json").read_text())
+        write_json(run / "metrics.json", {**metrics, "test/acc": acc})
+    fake_run(sweep, "avg_nostatus", 5, status=None, pool="avg", **{"test/acc": 0.5})
+    report = compare_json(compare, str(sweep))
+    rows = by_label(report)
+    check_variant(rows["model.pool=max"], MAX)
+    check_variant(rows["model.pool=avg"], AVG)
+    left = {Path(r["dir"]).name: r["why"] for r in report["left_out"]}
+    assert left == {"max_null": "null: NaN or infinite", "max_nan": "nan: not finite",
+                    "avg_text": "'n/a': not a number"}
+    assert {Path(u["dir"]).name: u["status"] for u in report["unfinished"]} == {"avg_nostatus": "unknown"}
+    table = " ".join(compare(str(sweep), check=True).stdout.split())  # the notes wrap at the terminal's width
+    assert table.count("left out:") == 1
+    said = table[table.index("left out:"):]
+    assert said.startswith("left out: 3 completed runs without a number for test/acc: ")
+    assert all(f"{name} (" in said for name in ("max_null", "max_nan", "avg_text")), said
+    assert "None" not in table and "unknown: " in table
+
+
 def test_by_ignore_and_the_shared_header(compare, tmp_path: Path) -> None:
     root = tmp_path / "sweep"
     scores = {("max", 1): [0.5, 0.52], ("max", 2): [0.6, 0.58], ("avg", 1): [0.4, 0.45], ("avg", 2): [0.55, 0.5]}

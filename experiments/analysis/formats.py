@@ -16,7 +16,7 @@ import math
 import os
 from typing import Any, Sequence
 
-from .report import COSTS, Report, Variant, _show, is_fraction, metric_range, short_labels
+from .report import COSTS, Report, Variant, _show, is_fraction, metric_range, short_labels, why_left_out
 
 FORMATS = ("table", "md", "csv", "json")
 WIDTH = 100  # columns of a table printed into a file or a pipe, unless COLUMNS says otherwise
@@ -214,6 +214,11 @@ def notes(report: Report, wide: bool = False, costs: Sequence[str] | None = None
         else:
             lines.append(f"seeds needed for a difference of {shown}: not estimable yet (a variant needs 2 seeds), "
                          "or more than 1,000")
+    if report.left_out:
+        many = len(report.left_out) > 1
+        lines.append(f"left out: {len(report.left_out)} completed run{'s' if many else ''} without a number for "
+                     f"{report.metric}: " + "; ".join(f"{r.dir} ({why_left_out(r, report.metric)})"
+                                                      for r in report.left_out))
     if report.reruns:
         many = len(report.reruns) > 1
         lines.append(f"reruns set aside: {len(report.reruns)} completed run{'s' if many else ''} "
@@ -401,6 +406,7 @@ def to_json(report: Report) -> str:
         "also_differ": report.also,
         "common": report.common, "variants": rows(report),
         "unfinished": [{"dir": str(r.dir), "status": r.status, "error": r.error} for r in report.unfinished],
+        "left_out": [{"dir": str(r.dir), "why": why_left_out(r, report.metric)} for r in report.left_out],
         "unstarted": [{"sweep": str(u.sweep_dir), "planned": u.planned, "jobs": u.jobs, "resume": u.resume}
                       for u in report.unstarted],
     }, indent=2, default=str) + "\n"

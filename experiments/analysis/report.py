@@ -66,6 +66,7 @@ class Variant:
     cost: dict[str, float] = field(default_factory=dict)
     counted: list[Run] = field(default_factory=list)  # the completed runs behind `scores`, one per job
     reruns: list[Run] = field(default_factory=list)  # completed runs of a job already counted: set aside
+    left_out: list[Run] = field(default_factory=list)  # completed runs whose metric is no finite number
 
     @property
     def n(self) -> int:
@@ -105,6 +106,10 @@ class Report:
     @property
     def reruns(self) -> list[Run]:
         return [r for v in self.variants for r in v.reruns]
+
+    @property
+    def left_out(self) -> list[Run]:
+        return [r for v in self.variants for r in v.left_out]
 
 
 
@@ -214,8 +219,9 @@ def _show(v: Any) -> str:
 
 def summarize(variant: Variant, alpha: float) -> None:
     """n, mean, std, the t-based (1 - alpha) interval, min/max and mean costs, each job once."""
-    done, variant.reruns = once_per_job([r for r in variant.runs
-                                         if r.status == "completed" and _number(r.metrics.get(variant.metric))])
+    completed = [r for r in variant.runs if r.status == "completed"]
+    variant.left_out = [r for r in completed if not _number(r.metrics.get(variant.metric))]
+    done, variant.reruns = once_per_job([r for r in completed if r not in variant.left_out])
     variant.counted = done
     variant.scores = [float(r.metrics[variant.metric]) for r in done]
     variant.seeds = [r.seed for r in done]
@@ -288,6 +294,16 @@ def metric_range(metric: str) -> tuple[float, float]:
 
 def _number(v: Any) -> bool:
     return is_number(v) and math.isfinite(v)
+
+
+def why_left_out(run: Run, metric: str) -> str:
+    """Why a completed run's `metric` is no score: metrics.json writes a NaN or infinite figure as null."""
+    if metric not in run.metrics:
+        return "not recorded"
+    value = run.metrics[metric]
+    if value is None:
+        return "null: NaN or infinite"
+    return f"{value!r}: not finite" if is_number(value) else f"{value!r}: not a number"
 
 
 def paired(a: Variant, b: Variant) -> bool:

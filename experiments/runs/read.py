@@ -78,7 +78,8 @@ def read_run(run_dir: Path) -> Run:
             metrics = json.loads(path.read_text())
             if not isinstance(metrics, dict):
                 raise ValueError(f"a JSON {type(metrics).__name__}, not an object")
-            status, error = str(metrics.get("status", "unknown")), metrics.get("error")
+            status, error = metrics.get("status"), metrics.get("error")
+            status = status if isinstance(status, str) and status else "unknown"  # null too, not "None"
             if status == "running" and _process_gone(metrics.get("process")):
                 status, error = "killed", (f"its process (pid {metrics['process']['pid']}) ended without "
                                            "recording an end status: killed (SIGKILL, out of memory) or the "
