@@ -213,7 +213,8 @@ def _check_resumed_sweep(args: list[str], value: str) -> None:
     saved = sweep.saved_overrides(Path(value)) if value.lower() != "true" else None
     if saved is None:
         return
-    given = [a for a in args if "=" in a and not a.startswith("-") and sweep.changes_what_runs(sweep.override_key(a), in_sweep=True)]
+    given = [a for a in args if "=" in a and not a.startswith("-")
+             and sweep.changes_what_runs(sweep.override_key(a), in_sweep=True)]
     before = {sweep.override_key(o): o for o in saved}
     changed = [(before.get(sweep.override_key(a)), a) for a in given if a not in saved]
     if changed:
@@ -268,14 +269,10 @@ def _refused_before_training(run_dir: Path) -> bool:
     """A new run that recorded `failed` before its first epoch and has no checkpoint: its
     data was missing or damaged, or a value was refused once the data was read. A
     diverged run keeps its record (`diverged` is a result)."""
-    import json
+    from sampler.experiments.runs.read import read_run
 
-    try:
-        metrics = json.loads((run_dir / "metrics.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return (isinstance(metrics, dict) and metrics.get("status") == "failed" and not metrics.get("history")
-            and not (run_dir / runner.CHECKPOINT).exists())
+    run = read_run(run_dir)
+    return run.status == "failed" and not run.metrics.get("history") and not (run_dir / runner.CHECKPOINT).exists()
 
 
 def _remove_refused(run_dir: Path) -> None:

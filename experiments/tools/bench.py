@@ -44,7 +44,8 @@ from ..data import TensorLoader
 from ..data.cifar10 import CIFAR10_CLASSES, load_cifar10
 from ..data.splits import balanced_indices
 from ..train.cost import count_flops
-from ..train.env import check_cpp_compiler, contention, cpu_bf16_features, resolve_precision, seed_everything, setup_threads
+from ..train.env import (check_cpp_compiler, contention, cpu_bf16_features, resolve_precision, seed_everything,
+                         setup_threads)
 from ..errors import ConfigError
 from ..train.loop import autocast, evaluate, train_epoch
 from ..train.optim import build_optimizer, build_scheduler

@@ -30,6 +30,12 @@ def compose(overrides: Sequence[str]) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
 
 
+def option_names(group: str) -> list[str]:
+    """The options of one of sampler's config groups: its folder's YAML files, sorted."""
+    folder = resources.files("sampler.configs") / group
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
 def config_groups() -> set[str]:
     root = resources.files("sampler.configs")
     return {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("_")}
@@ -134,10 +140,9 @@ def check_name_keys(overrides: Sequence[Any], choices: Sequence[str]) -> None:
         cfg = compose(choices)
     except (HydraException, OmegaConfBaseException, ValueError):
         return  # Hydra says what is wrong with the choices
-    root = resources.files("sampler.configs")
     for group, names in wanted.items():
         own = (cfg.get(group) or {}).get("name")
-        options = sorted(p.name[:-5] for p in (root / group).iterdir() if p.name.endswith(".yaml"))
+        options = option_names(group)
         for name in names:
             if own is not None and name != own:
                 instead = (f"choose it with {group}={name}, which brings its own keys" if name in options
@@ -323,10 +328,18 @@ def check_sweep_values(args: Sequence[str]) -> None:
         if base is None:
             return
 
+        said: dict[tuple[tuple[str, int], ...], ConfigError | None] = {}
+
         def error(assign: dict[str, int]) -> ConfigError | None:
             """What check_config says of the job with these swept values (index per key;
-            the other keys at their first)."""
-            if any(i and not plain[k] for k, i in assign.items()):
+            the other keys at their first), each job checked once."""
+            job = tuple(sorted((k, i) for k, i in assign.items() if i))
+            if job not in said:
+                said[job] = _error(dict(job))
+            return said[job]
+
+        def _error(assign: dict[str, int]) -> ConfigError | None:
+            if any(not plain[k] for k in assign):
                 cfg = composed([*fixed, *(f"{k}={v[assign.get(k, 0)][0]}" for k, v in values.items())])
                 if cfg is None:
                     return None
@@ -335,7 +348,7 @@ def check_sweep_values(args: Sequence[str]) -> None:
                 for k, i in assign.items():
                     *path, leaf = k.split(".")
                     node = functools.reduce(lambda d, p: d.get(p) if isinstance(d, dict) else None, path, cfg)
-                    if i and isinstance(node, dict) and leaf in node:
+                    if isinstance(node, dict) and leaf in node:
                         node[leaf] = values[k][i][1]
             try:
                 check_config(cfg)

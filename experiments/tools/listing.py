@@ -12,17 +12,16 @@ from sampler.blocks.registry import call_with_accepted
 
 from ..data import DATASETS, VOID, cache_root
 from ..train.choices import CHOICES
-from .config import check_override_keys, compose
+from .config import NAMED_GROUPS, check_override_keys, compose, option_names
 
 
 def experiment_presets() -> list[str]:
-    folder = resources.files("sampler.configs") / "experiment"
-    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+    return option_names("experiment")
 
 
 # Registry keys chosen through a config group: `optim=adamw` brings AdamW with its own
 # keys, while `optim.name=adamw` would keep the other option's (refused, tools/config.py).
-GROUP_CHOSEN = {"optim.name": "optim", "sched.name": "sched", "data.name": "data", "task.name": "task"}
+GROUP_CHOSEN = {f"{group}.name": group for group in ("optim", *NAMED_GROUPS)}
 
 
 def option_blurb(group: str, name: str) -> str:
@@ -47,9 +46,7 @@ def print_registries() -> None:
         table.add_column(col)
     for key, registry in CHOICES.items():
         group = GROUP_CHOSEN.get(key)
-        folder = resources.files("sampler.configs") / group if group else None
-        names = sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml")) if folder else \
-            registry.names()
+        names = option_names(group) if group else registry.names()
         for i, name in enumerate(names):
             what = registry.describe(name) if name in registry.names() else option_blurb(group, name)
             table.add_row((group or key) if i == 0 else "", name, what)
